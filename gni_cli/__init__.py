@@ -1,0 +1,1 @@
+"""The ``gni`` command line: engine runs, the service, workers and the client commands."""
