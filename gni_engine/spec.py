@@ -144,9 +144,20 @@ class ImageData(Frozen):
     flatten: bool = Field(True, description="Flatten images to vectors (MLPs); false keeps (C, H, W).")
 
 
+def _data_name(value: Any) -> str:
+    name = value.get("name", "sinusoids") if isinstance(value, dict) else getattr(value, "name", "sinusoids")
+    return "image" if name in {"mnist", "fashion_mnist", "cifar10", "svhn"} else str(name)
+
+
 DataSpec = Annotated[
-    SinusoidsData | TwoMoonsData | CirclesData | DigitsData | DiabetesData | BostonData | ImageData,
-    Field(discriminator="name"),
+    Annotated[SinusoidsData, Tag("sinusoids")]
+    | Annotated[TwoMoonsData, Tag("two_moons")]
+    | Annotated[CirclesData, Tag("circles")]
+    | Annotated[DigitsData, Tag("digits")]
+    | Annotated[DiabetesData, Tag("diabetes")]
+    | Annotated[BostonData, Tag("boston")]
+    | Annotated[ImageData, Tag("image")],
+    Discriminator(_data_name),
 ]
 
 CLASSIFICATION_DATA = frozenset({"two_moons", "circles", "digits", "mnist", "fashion_mnist", "cifar10", "svhn"})
@@ -348,12 +359,7 @@ class RunSpec(Frozen):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
 
-_UNION_TAGS = frozenset({"mlp", "convnet", "sinusoids", "two_moons", "circles", "digits", "diabetes", "boston"}) | {
-    "mnist",
-    "fashion_mnist",
-    "cifar10",
-    "svhn",
-}
+_UNION_TAGS = frozenset({"mlp", "convnet", "sinusoids", "two_moons", "circles", "digits", "diabetes", "boston", "image"})
 
 
 def canonical_json(value: Any) -> str:

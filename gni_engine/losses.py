@@ -1,0 +1,65 @@
+"""Per-run losses over stacked outputs, and the factor S of the output Hessian H_L = S Sᵀ.
+
+Regression: L = mean_n ½‖y_n − f_n‖² (the ½ makes H_L = I; a plain mean-squared error would be
+H_L = (2/d_L) I). Classification: L = mean_n −log softmax(f_n)_{y_n}, with
+H_L = diag(p) − p pᵀ, p = softmax(f).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch.nn import functional as F
+
+LossName = Literal["mse", "cross_entropy"]
+
+
+def per_example_loss(loss: LossName, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(E, N) losses; output (E, N, d_L); target (E, N, d_L) floats or (E, N) class ids."""
+    if loss == "mse":
+        return 0.5 * (output - target).pow(2).sum(-1)
+    e, n, c = output.shape
+    return F.cross_entropy(output.reshape(e * n, c), target.reshape(e * n), reduction="none").reshape(e, n)
+
+
+def run_losses(loss: LossName, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(E,) mean loss of each run."""
+    return per_example_loss(loss, output, target).mean(-1)
+
+
+def hessian_factor(loss: LossName, output: torch.Tensor) -> torch.Tensor:
+    """S with H_L = S Sᵀ per example, as R = d_L vectors: (E, d_L, N, d_L), differentiable in ``output``.
+
+    Squared error: S = I. Cross-entropy: column c is s_c = √p_c (e_c − p).
+    """
+    e, n, d = output.shape
+    if loss == "mse":
+        eye = torch.eye(d, dtype=output.dtype, device=output.device)
+        return eye.reshape(1, d, 1, d).expand(e, d, n, d)
+    p = torch.softmax(output, dim=-1)  # (E, N, C)
+    eye = torch.eye(d, dtype=output.dtype, device=output.device)
+    diff = eye.reshape(1, d, 1, d) - p.unsqueeze(1)  # (E, C, N, C): e_c − p
+    return p.transpose(1, 2).unsqueeze(-1).sqrt() * diff
+
+
+def hessian_one_draw(
+    loss: LossName, output: torch.Tensor, generators: Sequence[torch.Generator | None]
+) -> torch.Tensor:
+    """One random v per example with E[v vᵀ] = H_L: (E, 1, N, d_L); run e draws from ``generators[e]``.
+
+    Squared error: v ~ N(0, I). Cross-entropy: v = e_ŷ − p with ŷ ~ Cat(p) (ŷ carries no gradient).
+    """
+    e, n, d = output.shape
+    if loss == "mse":
+        draws = [
+            torch.randn((1, n, d), generator=g, dtype=output.dtype, device=output.device) for g in generators
+        ]
+        return torch.stack(draws)
+    p = torch.softmax(output, dim=-1)
+    classes = torch.stack(
+        [torch.multinomial(p[i].detach().double(), 1, generator=g).squeeze(-1) for i, g in enumerate(generators)]
+    )  # (E, N)
+    onehot = F.one_hot(classes, d).to(output.dtype)
+    return (onehot - p).unsqueeze(1)

@@ -1,0 +1,403 @@
+"""Training a batch of runs as one stacked model.
+
+Runs that share an architecture, data shapes, step count, optimiser kind, batch size and precision
+train together; each keeps its own σ per layer, noise kind, mode, learning rate, seed and random
+streams, so a run gives the same result alone or in any batch. The three modes, from identical
+initial weights for a given seed:
+
+- ``baseline``: the clean loss;
+- ``gni``: the loss of the noisy forward pass, averaged over ``noise_samples`` draws;
+- ``explicit``: the clean loss + R (trained through R by differentiating its vector–Jacobian products).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gni_engine import __version__
+from gni_engine.data import Dataset, build_dataset
+from gni_engine.errors import DivergenceError, SpecError
+from gni_engine.losses import run_losses
+from gni_engine.networks import build_network
+from gni_engine.noise import NoiseSampler, NoiseScales
+from gni_engine.optim import StackedOptimiser
+from gni_engine.recording import LossRecorder, MetricRow, RecordContext, Recorder, RegulariserRecorder
+from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
+from gni_engine.seeding import make_generator
+from gni_engine.spec import RunSpec
+from gni_engine.stacked import StackedNetwork, stack_networks
+
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
+
+
+@dataclass
+class RunState:
+    """What training produced for one run of a batch."""
+
+    spec: RunSpec
+    status: str = "running"  # running → succeeded | failed | cancelled
+    error: str | None = None
+    failed_step: int | None = None
+    metrics: list[MetricRow] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class BatchCallbacks:
+    """Hooks a caller may override; indices are positions in the batch."""
+
+    def on_progress(self, index: int, step: int, total: int) -> None:
+        """Called every few steps."""
+
+    def on_metrics(self, index: int, rows: Sequence[MetricRow]) -> None:
+        """Called with each record step's rows."""
+
+    def should_cancel(self, index: int) -> bool:
+        """Polled between steps."""
+        return False
+
+
+def batch_key(spec: RunSpec) -> str:
+    """Runs with equal keys can share one stacked computation."""
+    t = spec.training
+    samples = t.noise_samples if t.mode == "gni" else 1
+    return "|".join(
+        [
+            spec.task,
+            spec.data.model_dump_json(exclude={"phases", "amplitudes", "frequencies"}),  # shapes only
+            spec.model.model_dump_json(),
+            f"{t.optimizer}/{t.batch_size}/{t.steps}/{samples}/{t.regulariser}",
+            spec.analyses.model_dump_json(),
+            spec.execution.model_dump_json(exclude={"max_batch_runs"}),
+        ]
+    )
+
+
+def resolve_device(spec: RunSpec) -> torch.device:
+    wanted = spec.execution.device
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise SpecError("execution.device: 'cuda' requested but no CUDA device is available")
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(wanted)
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """tf32: TF32 matmuls on CUDA; bf16: autocast the forward to bfloat16; fp32/fp64: plain."""
+    previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    try:
+        if precision == "bf16":
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+def _stack_data(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """(E, N, …): a shared view when every run has the very same tensor, a stacked copy otherwise."""
+    first = tensors[0]
+    if all(t is first for t in tensors):
+        return first.to(device).unsqueeze(0).expand(len(tensors), *first.shape)
+    return torch.stack([t.to(device) for t in tensors])
+
+
+class BatchTrainer:
+    """Trains runs that share a :func:`batch_key` as one stacked network."""
+
+    def __init__(
+        self,
+        specs: Sequence[RunSpec],
+        *,
+        callbacks: BatchCallbacks | None = None,
+        recorders: Sequence[Recorder] | None = None,
+        dataset_loader: Callable[[RunSpec, torch.dtype], Dataset] | None = None,
+    ) -> None:
+        if not specs:
+            raise ValueError("a batch needs at least one run")
+        keys = {batch_key(s) for s in specs}
+        if len(keys) > 1:
+            raise ValueError("runs of one batch must share architecture, data shape, steps and optimiser")
+        self.specs = list(specs)
+        self.callbacks = callbacks or BatchCallbacks()
+        self.first = specs[0]
+        self.device = resolve_device(self.first)
+        self.precision = self.first.execution.precision
+        self.dtype = DTYPES[self.precision]
+        self.loss = self.first.loss
+        self.recorders: list[Recorder] = list(recorders) if recorders is not None else default_recorders()
+        load = dataset_loader or (lambda s, d: build_dataset(s, dtype=d))
+        self.datasets = self._load_datasets(load)
+        self.states = [RunState(s) for s in self.specs]
+        self._build()
+
+    # ------------------------------------------------------------------------------------ set-up
+    def _load_datasets(self, load: Callable[[RunSpec, torch.dtype], Dataset]) -> list[Dataset]:
+        cache: dict[str, Dataset] = {}
+        out = []
+        for s in self.specs:
+            key = f"{s.task}|{s.data.model_dump_json()}|{s.effective_data_seed}"
+            if key not in cache:
+                cache[key] = load(s, self.dtype)
+            out.append(cache[key])
+        shapes = {(d.x_train.shape, d.x_test.shape, d.n_outputs) for d in out}
+        if len(shapes) > 1:
+            raise ValueError(f"runs of one batch have different data shapes: {sorted(map(str, shapes))}")
+        return out
+
+    def _build(self) -> None:
+        e = len(self.specs)
+        data = self.datasets[0]
+        nets = [
+            build_network(s, data.input_shape, data.n_outputs, generator=make_generator(s.seed, "init"), dtype=torch.float64)
+            for s in self.specs
+        ]
+        stacked = stack_networks(nets, requires_grad=False)
+        for p in stacked.parameters():
+            p.data = p.data.to(device=self.device, dtype=self.dtype)
+            p.requires_grad_(True)
+        self.net: StackedNetwork = stacked
+        self.x_train = _stack_data([d.x_train for d in self.datasets], self.device)
+        self.y_train = _stack_data([d.y_train for d in self.datasets], self.device)
+        self.x_test = _stack_data([d.x_test for d in self.datasets], self.device)
+        self.y_test = _stack_data([d.y_test for d in self.datasets], self.device)
+        sigmas = [s.injection_sigmas() for s in self.specs]
+        kinds = [s.noise.kind for s in self.specs]
+        self.scales = NoiseScales.from_sigmas(sigmas, kinds, dtype=self.dtype, device=self.device)
+        modes = [s.training.mode for s in self.specs]
+        self.gni_mask = torch.tensor([m == "gni" for m in modes], device=self.device)
+        self.explicit_mask = torch.tensor([m == "explicit" for m in modes], device=self.device)
+        self.train_scales = self.scales.scaled(self.gni_mask)
+        self.r_scales = self.scales.scaled(self.explicit_mask)
+        gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
+        self.noise_generators = [make_generator(s.seed, "noise", gen_device) for s in self.specs]
+        self.shuffle_generators = [make_generator(s.seed, "shuffle") for s in self.specs]
+        self.analysis_generators = [make_generator(s.seed, "analysis", gen_device) for s in self.specs]
+        lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
+        momentum = torch.tensor([s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device)
+        self.optimiser = StackedOptimiser(
+            self.net.parameters(), kind=self.first.training.optimizer, lr=lr, momentum=momentum
+        )
+        self.active = torch.ones(e, dtype=torch.bool, device=self.device)
+        self.step = 0
+        self._order: torch.Tensor | None = None  # (E, N) current epoch's permutation per run
+        self._position = 0
+        n_train = self.x_train.shape[1]
+        t = self.first.training
+        self.batch_size = n_train if t.batch_size is None else min(t.batch_size, n_train)
+        self.samples = t.noise_samples if bool(self.gni_mask.any()) else 1
+
+    # ---------------------------------------------------------------------------------- training
+    def _minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.x_train.shape[1]
+        if self.batch_size >= n:
+            return self.x_train, self.y_train
+        if self._order is None or self._position + self.batch_size > n:
+            self._order = torch.stack([torch.randperm(n, generator=g) for g in self.shuffle_generators]).to(self.device)
+            self._position = 0
+        idx = self._order[:, self._position : self._position + self.batch_size]  # (E, B)
+        self._position += self.batch_size
+        rows = torch.arange(idx.shape[0], device=self.device).unsqueeze(1)
+        return self.x_train[rows, idx], self.y_train[rows, idx]
+
+    def _objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """(E,) training objective of each run on one minibatch."""
+        if self.samples > 1:
+            x = x.repeat(1, self.samples, *([1] * (x.dim() - 2)))
+            y = y.repeat(1, self.samples, *([1] * (y.dim() - 2)))
+        needs_r = bool(self.explicit_mask.any())
+        needs_noise = bool(self.gni_mask.any())
+        perturb = NoiseSampler(self.train_scales, self.noise_generators).perturb() if needs_noise else None
+        with precision_context(self.precision, self.device):
+            x_in = x.detach().requires_grad_(True) if needs_r else x
+            fwd = self.net.forward(x_in, perturb)
+            losses = run_losses(self.loss, fwd.output.to(self.dtype), y)
+            if needs_r:
+                r = stacked_regulariser(
+                    self.net,
+                    x_in,
+                    self.r_scales,
+                    self.loss,
+                    estimator=self.first.training.regulariser,
+                    generators=self.noise_generators,
+                    forward=fwd if not needs_noise else None,
+                )
+                losses = losses + r.sum(1).to(self.dtype)
+        return losses
+
+    def train_step(self) -> None:
+        x, y = self._minibatch()
+        losses = self._objective(x, y)
+        finite = torch.isfinite(losses.detach())
+        newly_bad = self.active & ~finite
+        if bool(newly_bad.any()):
+            for e in torch.nonzero(newly_bad).flatten().tolist():
+                self._fail(e, f"diverged at step {self.step + 1}: non-finite training loss", self.step + 1)
+        total = torch.where(self.active, losses, torch.zeros_like(losses)).sum()
+        grads = torch.autograd.grad(total, self.net.parameters())
+        self.optimiser.step(grads, self.active)
+        self.step += 1
+
+    def _fail(self, e: int, message: str, step: int) -> None:
+        state = self.states[e]
+        state.status, state.error, state.failed_step = "failed", message, step
+        self.active[e] = False
+
+    def _poll_cancel(self) -> None:
+        for e, state in enumerate(self.states):
+            if state.status == "running" and self.callbacks.should_cancel(e):
+                state.status = "cancelled"
+                state.error = f"cancelled at step {self.step}"
+                self.active[e] = False
+
+    # ---------------------------------------------------------------------------------- recording
+    def _context(self, final: bool) -> RecordContext:
+        cap = self.first.analyses.max_eval_points
+        return RecordContext(
+            specs=self.specs,
+            datasets=self.datasets,
+            net=self.net,
+            loss=self.loss,
+            x_train=self.x_train[:, :cap],
+            y_train=self.y_train[:, :cap],
+            x_test=self.x_test[:, :cap],
+            y_test=self.y_test[:, :cap],
+            scales=self.scales,
+            generators=self.analysis_generators,
+            step=self.step,
+            final=final,
+        )
+
+    def record(self) -> None:
+        ctx = self._context(final=False)
+        per_run: list[list[MetricRow]] = [[] for _ in self.specs]
+        for recorder in self.recorders:
+            for e, rows in enumerate(recorder.record(ctx)):
+                per_run[e].extend(rows)
+        for e, rows in enumerate(per_run):
+            if self.states[e].status == "running":
+                self.states[e].metrics.extend(rows)
+                self.callbacks.on_metrics(e, rows)
+
+    def summarise(self) -> None:
+        ctx = self._context(final=True)
+        summaries: list[dict[str, Any]] = [{} for _ in self.specs]
+        for recorder in self.recorders:
+            for e, entries in enumerate(recorder.summarise(ctx)):
+                summaries[e].update(entries)
+        gap_samples = self.first.analyses.noise_gap_samples
+        if gap_samples > 0:
+            mean, stderr = stacked_noise_gap(
+                self.net,
+                ctx.x_train,
+                ctx.y_train,
+                self.scales,
+                self.loss,
+                samples=gap_samples,
+                generators=self.analysis_generators,
+            )
+            for e in range(len(self.specs)):
+                summaries[e]["noise_gap"] = float(mean[e])
+                summaries[e]["noise_gap_stderr"] = float(stderr[e])
+        for e, state in enumerate(self.states):
+            state.summary.update(summaries[e])
+
+    # --------------------------------------------------------------------------------------- run
+    def run(self) -> list[RunState]:
+        """Train every run to its last step (or failure/cancellation) and summarise them."""
+        start = time.perf_counter()
+        total = self.first.training.steps
+        every = self.first.analyses.record_every
+        progress_every = max(1, total // 100)
+        if self.step == 0:
+            self.record()
+        while self.step < total and bool(self.active.any()):
+            self._poll_cancel()
+            if not bool(self.active.any()):
+                break
+            self.train_step()
+            if self.step % every == 0 or self.step == total:
+                self.record()
+            if self.step % progress_every == 0 or self.step == total:
+                for e, state in enumerate(self.states):
+                    if state.status == "running":
+                        self.callbacks.on_progress(e, self.step, total)
+        self.summarise()
+        wall = time.perf_counter() - start
+        for e, state in enumerate(self.states):
+            if state.status == "running":
+                state.status = "succeeded"
+            state.weights = self.net.unstack(e)
+            state.summary.update(
+                {
+                    "steps_done": self.step if state.failed_step is None else state.failed_step,
+                    "device": str(self.device),
+                    "device_name": device_name(self.device),
+                    "precision": self.precision,
+                    "dtype": str(self.dtype).removeprefix("torch."),
+                    "engine_version": __version__,
+                    "torch_version": torch.__version__,
+                    "spec_hash": state.spec.spec_hash(),
+                    "batch_runs": len(self.specs),
+                    "wall_time_s": wall,
+                }
+            )
+        return self.states
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def default_recorders() -> list[Recorder]:
+    """Losses and R always; the analyses module adds its recorders when it is installed."""
+    recorders: list[Recorder] = [LossRecorder(), RegulariserRecorder()]
+    with contextlib.suppress(ImportError):
+        from gni_engine.analyses import analysis_recorders
+
+        recorders.extend(analysis_recorders())
+    return recorders
+
+
+def train_batch(specs: Sequence[RunSpec], *, callbacks: BatchCallbacks | None = None) -> list[RunState]:
+    """Train runs that share a batch key as one stacked model."""
+    return BatchTrainer(specs, callbacks=callbacks).run()
+
+
+def train_run(spec: RunSpec, *, callbacks: BatchCallbacks | None = None) -> RunState:
+    """Train one run; a non-finite loss raises :class:`DivergenceError` naming the step."""
+    state = train_batch([spec], callbacks=callbacks)[0]
+    if state.status == "failed" and state.failed_step is not None:
+        raise DivergenceError(state.error or "diverged", step=state.failed_step)
+    return state
+
+
+def flops_per_step(spec: RunSpec, n_inputs: int, n_outputs: int, n_examples: int) -> float:
+    """Approximate training FLOPs of one step (2 per multiply-add; backward ≈ 2× forward)."""
+    from gni_engine.spec import MLPSpec
+
+    if isinstance(spec.model, MLPSpec):
+        dims = [n_inputs, *spec.model.hidden, n_outputs]
+        macs = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    else:
+        macs = 10 * n_inputs * spec.model.channels[0]  # rough: convs dominate, this is an estimate
+    factor = 6.0
+    if spec.training.mode == "explicit":
+        factor = 12.0 * max(1, n_outputs if spec.training.regulariser == "exact" and spec.task != "regression" else 1)
+    if spec.training.mode == "gni":
+        factor *= spec.training.noise_samples
+    return factor * macs * n_examples
