@@ -1,0 +1,236 @@
+"""Executing many runs: grouping them into stacked batches, training, and writing their files.
+
+This is the engine's entry point for the service and the command line::
+
+    outcomes = execute_runs(specs, out_dirs, hooks)
+
+Runs sharing a :func:`~gni_engine.training.batch_key` train together, in batches sized from the
+device's free memory and capped by ``execution.max_batch_runs``. A run that diverges fails alone;
+a batch that cannot start (a missing data file, say) fails its own runs and no others.
+Each run's folder receives ``results.json``, ``model.safetensors``, ``metrics.csv`` and ``spec.json``
+(plus figures when the figures module provides them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import torch
+from safetensors.torch import save_file
+
+from gni_engine.data import input_output_dims
+from gni_engine.errors import GNIError
+from gni_engine.recording import MetricRow
+from gni_engine.spec import MLPSpec, RunSpec
+from gni_engine.training import BatchCallbacks, BatchTrainer, RunState, batch_key, flops_per_step
+
+__all__ = ["MetricRow", "RunHooks", "RunOutcome", "estimate_flops", "execute_runs", "plan_batches"]
+
+
+class RunHooks(Protocol):
+    """What an executor learns while runs train; ``index`` is the run's position in the input list."""
+
+    def on_start(self, index: int) -> None: ...
+
+    def on_progress(self, index: int, step: int, total: int) -> None: ...
+
+    def on_metrics(self, index: int, rows: Sequence[MetricRow]) -> None: ...
+
+    def should_cancel(self, index: int) -> bool: ...
+
+
+@dataclass
+class RunOutcome:
+    """The end of one run: its status, summary (JSON-able), failure reason and files written."""
+
+    index: int
+    status: Literal["succeeded", "failed", "cancelled"]
+    summary: dict[str, Any]
+    error: str | None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+class _BatchHooks(BatchCallbacks):
+    def __init__(self, hooks: RunHooks | None, indices: Sequence[int]) -> None:
+        self.hooks = hooks
+        self.indices = indices
+
+    def on_progress(self, index: int, step: int, total: int) -> None:
+        if self.hooks is not None:
+            self.hooks.on_progress(self.indices[index], step, total)
+
+    def on_metrics(self, index: int, rows: Sequence[MetricRow]) -> None:
+        if self.hooks is not None:
+            self.hooks.on_metrics(self.indices[index], rows)
+
+    def should_cancel(self, index: int) -> bool:
+        return self.hooks is not None and self.hooks.should_cancel(self.indices[index])
+
+
+def bytes_per_run(spec: RunSpec) -> int:
+    """A generous estimate of the memory one run of a batch needs while it trains."""
+    (input_shape, n_outputs) = input_output_dims(spec)
+    n_in = math.prod(input_shape)
+    width_sum = n_in + n_outputs
+    n_params = 0
+    if isinstance(spec.model, MLPSpec):
+        dims = [n_in, *spec.model.hidden, n_outputs]
+        width_sum = sum(dims)
+        n_params = sum(a * b + b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    else:
+        c1, c2 = spec.model.channels
+        width_sum = n_in * (1 + c1 + c2)
+        n_params = c1 * 16 * input_shape[0] + c2 * c1 * 16 + c2 * n_in
+    size = 8 if spec.execution.precision == "fp64" else 4
+    n_points = _train_points(spec)
+    examples = min(n_points, spec.training.batch_size or n_points) * spec.training.noise_samples
+    per_example = width_sum * (6 if spec.training.mode != "explicit" else 14)
+    return int(size * (4 * n_params + examples * per_example + n_points * n_in))
+
+
+def _train_points(spec: RunSpec) -> int:
+    n = getattr(spec.data, "n_points", None)
+    if isinstance(n, int):
+        return n
+    subset = getattr(spec.data, "subset", None)
+    return subset if isinstance(subset, int) else 60_000
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: CUDA's own figure, or MemAvailable for the CPU."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 4 * 1024**3
+
+
+def plan_batches(specs: Sequence[RunSpec], *, memory_bytes: int | None = None) -> list[list[int]]:
+    """Indices grouped into stacked batches: same batch key, within half the free memory and the cap."""
+    groups: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(batch_key(spec), []).append(i)
+    batches: list[list[int]] = []
+    for indices in groups.values():
+        spec = specs[indices[0]]
+        if memory_bytes is None:
+            with contextlib.suppress(GNIError):
+                from gni_engine.training import resolve_device
+
+                memory_bytes = free_memory_bytes(resolve_device(spec))
+        budget = (memory_bytes or 4 * 1024**3) // 2
+        fit = max(1, budget // max(1, bytes_per_run(spec)))
+        cap = min(spec.execution.max_batch_runs or fit, fit)
+        batches.extend(indices[i : i + cap] for i in range(0, len(indices), cap))
+    return batches
+
+
+def estimate_flops(spec: RunSpec) -> float:
+    """Training FLOPs of one run (matmul work only; an estimate for planning and cost reports)."""
+    input_shape, n_outputs = input_output_dims(spec)
+    n_points = _train_points(spec)
+    examples = min(n_points, spec.training.batch_size or n_points)
+    return flops_per_step(spec, math.prod(input_shape), n_outputs, examples) * spec.training.steps
+
+
+def write_run_files(state: RunState, out_dir: Path, label: str | None = None) -> dict[str, Path]:
+    """results.json, model.safetensors, metrics.csv (tidy: run, step, name, value) and spec.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, Path] = {}
+    spec_path = out_dir / "spec.json"
+    spec_path.write_text(json.dumps(state.spec.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
+    files["spec.json"] = spec_path
+    if state.weights:
+        weights_path = out_dir / "model.safetensors"
+        tensors = {k: v.detach().cpu().contiguous() for k, v in state.weights.items()}
+        save_file(tensors, str(weights_path), metadata={"spec_hash": state.spec.spec_hash()})
+        files["model.safetensors"] = weights_path
+    metrics_path = out_dir / "metrics.csv"
+    run_label = label or state.spec.spec_hash()[:12]
+    with metrics_path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "step", "name", "value"])
+        writer.writerows((run_label, r.step, r.name, repr(r.value)) for r in state.metrics)
+    files["metrics.csv"] = metrics_path
+    results = {
+        "status": state.status,
+        "error": state.error,
+        "spec_hash": state.spec.spec_hash(),
+        "spec": state.spec.model_dump(mode="json"),
+        "summary": _json_safe(state.summary),
+    }
+    results_path = out_dir / "results.json"
+    results_path.write_text(json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
+    files["results.json"] = results_path
+    return files
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None (JSON has no NaN); containers are walked."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _figures(state: RunState, trainer: BatchTrainer, e: int, out_dir: Path) -> dict[str, Path]:
+    try:
+        from gni_engine.figures import run_figures
+    except ImportError:
+        return {}
+    files: dict[str, Path] = run_figures(state, trainer.datasets[e], out_dir / "figures")
+    return {f"figures/{p.name}": p for p in files.values()}
+
+
+def execute_runs(
+    specs: Sequence[RunSpec],
+    out_dirs: Sequence[Path],
+    hooks: RunHooks | None = None,
+    *,
+    batch: bool = True,
+) -> list[RunOutcome]:
+    """Train every run (stacked in batches unless ``batch`` is false) and write its files."""
+    if len(specs) != len(out_dirs):
+        raise ValueError(f"{len(specs)} specs but {len(out_dirs)} output folders")
+    batches = plan_batches(specs) if batch else [[i] for i in range(len(specs))]
+    outcomes: dict[int, RunOutcome] = {}
+    for indices in batches:
+        for i in indices:
+            if hooks is not None:
+                hooks.on_start(i)
+        outcomes.update(_execute_batch(specs, out_dirs, indices, hooks))
+    return [outcomes[i] for i in range(len(specs))]
+
+
+def _execute_batch(
+    specs: Sequence[RunSpec], out_dirs: Sequence[Path], indices: Sequence[int], hooks: RunHooks | None
+) -> dict[int, RunOutcome]:
+    try:
+        trainer = BatchTrainer([specs[i] for i in indices], callbacks=_BatchHooks(hooks, indices))
+        states = trainer.run()
+    except GNIError as error:
+        return {i: RunOutcome(i, "failed", {}, error.message) for i in indices}
+    out: dict[int, RunOutcome] = {}
+    for e, (i, state) in enumerate(zip(indices, states, strict=True)):
+        files = write_run_files(state, out_dirs[i], label=os.path.basename(out_dirs[i]))
+        if state.status == "succeeded":
+            files.update(_figures(state, trainer, e, out_dirs[i]))
+        status: Literal["succeeded", "failed", "cancelled"] = (
+            "succeeded" if state.status == "succeeded" else "cancelled" if state.status == "cancelled" else "failed"
+        )
+        out[i] = RunOutcome(i, status, _json_safe(state.summary), state.error, files)
+    return out
