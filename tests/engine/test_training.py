@@ -1,0 +1,204 @@
+"""Training: modes, determinism, batch ≡ one-at-a-time, divergence and cancellation."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from gni_engine.data import build_dataset
+from gni_engine.errors import DivergenceError, SpecError
+from gni_engine.networks import MLP, build_network
+from gni_engine.seeding import make_generator
+from gni_engine.spec import RunSpec, parse_run_spec
+from gni_engine.training import BatchCallbacks, BatchTrainer, train_batch, train_run
+
+TINY: dict[str, Any] = {
+    "task": "regression",
+    "data": {"name": "sinusoids", "n_points": 48, "frequencies": [1.0, 4.0]},
+    "model": {"hidden": [12, 12], "activation": "tanh"},
+    "noise": {"sigma": 0.2},
+    "training": {"steps": 25, "lr": 0.01},
+    "analyses": {"record_every": 5, "noise_gap_samples": 4},
+    "execution": {"precision": "fp64"},
+}
+
+
+def spec(**changes: Any) -> RunSpec:
+    data = copy.deepcopy(TINY)
+    for path, value in changes.items():
+        node = data
+        *heads, last = path.split("__")
+        for h in heads:
+            node = node.setdefault(h, {})
+        node[last] = value
+    return parse_run_spec(data)
+
+
+def test_same_seed_gives_bit_identical_weights():
+    a = train_run(spec(training__mode="gni", execution__precision="fp32"))
+    b = train_run(spec(training__mode="gni", execution__precision="fp32"))
+    assert a.weights.keys() == b.weights.keys()
+    for k in a.weights:
+        assert torch.equal(a.weights[k], b.weights[k])
+    c = train_run(spec(training__mode="gni", execution__precision="fp32", seed=1))
+    assert not torch.equal(a.weights["layers.0.weight"], c.weights["layers.0.weight"])
+
+
+def test_modes_start_from_identical_initial_weights():
+    trainers = [BatchTrainer([spec(training__mode=m)]) for m in ("baseline", "gni", "explicit")]
+    first = trainers[0].net.parameters()
+    for t in trainers[1:]:
+        for p, q in zip(first, t.net.parameters(), strict=True):
+            assert torch.equal(p, q)
+
+
+def test_no_noise_in_evaluation():
+    net = MLP(1, (8, 8), 1, sigmas=[0.5, 0.5, 0.5], generator=torch.Generator().manual_seed(0))
+    x = torch.linspace(0, 1, 10).unsqueeze(1)
+    net.eval()
+    clean = net.forward_from(0, x)
+    assert torch.equal(net(x), clean) and torch.equal(net(x), clean)
+    net.train()
+    assert not torch.allclose(net(x), clean)
+
+
+def test_recorded_losses_are_clean_evaluations():
+    state = train_run(spec(training__mode="gni"))
+    last = {r.name: r.value for r in state.metrics if r.step == 25}
+    net = build_network(state.spec, (1,), 1, dtype=torch.float64)
+    net.load_state_dict(state.weights)
+    net.eval()
+    data = build_dataset(state.spec, dtype=torch.float64)
+    with torch.no_grad():
+        expected = 0.5 * (net(data.x_train) - data.y_train).pow(2).sum(-1).mean().item()
+    assert last["train_loss"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_invalid_spec_names_the_field():
+    with pytest.raises(SpecError) as info:
+        parse_run_spec({"model": {"hidden": [4]}, "noise": {"sigma": [0.1, 0.2, 0.3]}})
+    assert "noise.sigma" in str(info.value)
+    assert info.value.details[0]["loc"] == "noise.sigma"
+    with pytest.raises(SpecError, match=r"training\.steps"):
+        parse_run_spec({"training": {"steps": 0}})
+
+
+def _reference_loop(s: RunSpec) -> dict[str, torch.Tensor]:
+    """One nn.Module, torch.optim.Adam, noise from the module's own layers: the plain PyTorch way."""
+    data = build_dataset(s, dtype=torch.float64)
+    net = build_network(
+        s, data.input_shape, data.n_outputs, generator=make_generator(s.seed, "init"),
+        noise_generator=make_generator(s.seed, "noise"), dtype=torch.float64,
+    )
+    opt = torch.optim.Adam(net.parameters(), lr=s.training.lr)
+    net.train()
+    for _ in range(s.training.steps):
+        opt.zero_grad()
+        loss = 0.5 * (net(data.x_train) - data.y_train).pow(2).sum(-1).mean()
+        loss.backward()
+        opt.step()
+    return {k: v.detach() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("kind", ["additive", "multiplicative"])
+@pytest.mark.parametrize("mode", ["baseline", "gni"])
+def test_stacked_training_equals_plain_pytorch_loop(mode, kind):
+    s = spec(training__mode=mode, noise__kind=kind)
+    ours = train_run(s).weights
+    reference = _reference_loop(s)
+    for k, v in reference.items():
+        torch.testing.assert_close(ours[k], v, rtol=0, atol=1e-10)
+
+
+def _mixed_specs(precision: str) -> list[RunSpec]:
+    out = []
+    for mode in ("baseline", "gni", "explicit"):
+        for kind in ("additive", "multiplicative"):
+            for seed, lr in ((0, 0.01), (3, 0.02)):
+                out.append(spec(training__mode=mode, noise__kind=kind, seed=seed, training__lr=lr,
+                                execution__precision=precision, noise__sigma=0.1 + 0.05 * seed))
+    return out
+
+
+@pytest.mark.parametrize(("precision", "tol"), [("fp64", 1e-10), ("fp32", 2e-5)])
+def test_batch_equals_runs_alone(precision, tol):
+    specs = _mixed_specs(precision)
+    together = train_batch(specs)
+    for s, state in zip(specs, together, strict=True):
+        alone = train_run(s)
+        for k in alone.weights:
+            torch.testing.assert_close(state.weights[k], alone.weights[k], rtol=0, atol=tol)
+        for a, b in zip(state.metrics, alone.metrics, strict=True):
+            assert (a.step, a.name) == (b.step, b.name)
+            assert a.value == pytest.approx(b.value, rel=tol * 10, abs=tol)
+        assert state.summary["noise_gap"] == pytest.approx(alone.summary["noise_gap"], rel=tol * 10, abs=tol)
+
+
+def test_classification_batch_equals_alone_with_minibatches():
+    base = {
+        "task": "classification",
+        "data": {"name": "two_moons", "n_points": 64},
+        "model": {"hidden": [10], "activation": "elu"},
+        "training": {"steps": 12, "batch_size": 16, "optimizer": "sgd", "momentum": 0.9, "lr": 0.1},
+        "analyses": {"record_every": 4, "noise_gap_samples": 2},
+        "execution": {"precision": "fp64"},
+    }
+    specs = [
+        parse_run_spec({**base, "training": {**base["training"], "mode": m}, "seed": s})
+        for m in ("baseline", "gni", "explicit")
+        for s in (0, 1)
+    ]
+    together = train_batch(specs)
+    for s, state in zip(specs, together, strict=True):
+        alone = train_run(s)
+        for k in alone.weights:
+            torch.testing.assert_close(state.weights[k], alone.weights[k], rtol=0, atol=1e-10)
+
+
+def test_explicit_lowers_R_and_gni_explicit_end_close():
+    base = {
+        "task": "regression",
+        "data": {"name": "sinusoids", "n_points": 64, "frequencies": [1.0, 3.0, 12.0], "test_fraction": 0.25},
+        "model": {"hidden": [32, 32], "activation": "tanh"},
+        "noise": {"sigma": 0.3},
+        "training": {"steps": 300, "lr": 0.01},
+        "analyses": {"record_every": 100, "noise_gap_samples": 0},
+    }
+    states = {
+        m: s for m, s in zip(
+            ("baseline", "gni", "explicit"),
+            train_batch([parse_run_spec({**base, "training": {**base["training"], "mode": m}})
+                         for m in ("baseline", "gni", "explicit")]),
+            strict=True,
+        )
+    }
+    r = {m: s.summary["R_total"] for m, s in states.items()}
+    assert r["explicit"] < 0.5 * r["baseline"]
+    test = {m: s.summary["test_loss"] for m, s in states.items()}
+    assert abs(test["gni"] - test["explicit"]) < abs(test["gni"] - test["baseline"])
+    assert abs(test["gni"] - test["explicit"]) < abs(test["explicit"] - test["baseline"])
+
+
+def test_divergence_fails_one_run_and_spares_the_others():
+    bad = spec(training__lr=10.0, training__optimizer="sgd", training__steps=200, noise__sigma=0.0)
+    good = spec(training__lr=0.01, training__optimizer="sgd", training__steps=200, seed=1)
+    with pytest.raises(DivergenceError) as info:
+        train_run(bad)
+    assert info.value.step >= 1
+    assert f"step {info.value.step}" in str(info.value)
+    states = train_batch([bad, good])
+    assert states[0].status == "failed" and states[0].failed_step == info.value.step
+    assert states[1].status == "succeeded"
+    torch.testing.assert_close(states[1].weights["layers.0.weight"], train_run(good).weights["layers.0.weight"])
+
+
+def test_cancellation_between_steps():
+    class CancelSecond(BatchCallbacks):
+        def should_cancel(self, index: int) -> bool:
+            return index == 1
+
+    states = train_batch([spec(), spec(seed=2)], callbacks=CancelSecond())
+    assert [s.status for s in states] == ["succeeded", "cancelled"]
