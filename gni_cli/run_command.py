@@ -20,6 +20,18 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-batch", action="store_true", help="train runs one by one instead of stacked")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--preset",
+        metavar="NAME",
+        help="run one of the paper's experiments instead of a spec file: "
+        "spectral-bias, regulariser-validity, explicit-vs-gni, calibration-margins",
+    )
+    parser.add_argument(
+        "--steps", type=int, metavar="N", help="with --preset: train N steps (default: the paper's)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, metavar="N", help="with --preset: N seeds (default: the paper's)"
+    )
     parser.set_defaults(handler=handle_run)
 
 
@@ -27,10 +39,36 @@ def handle_run(args: argparse.Namespace) -> int:
     from gni_engine.errors import SpecError
     from gni_engine.sweep import load_spec_file
 
+    if args.preset is not None:
+        if args.spec is not None:
+            raise SpecError("give a spec file or --preset NAME, not both")
+        return run_preset_to_folder(args)
+    if args.steps is not None or args.seeds is not None:
+        raise SpecError("--steps and --seeds go with --preset")
     if args.spec is None:
         raise SpecError("give a spec file (or --preset NAME)")
     sweep = load_spec_file(args.spec)
     return run_sweep_to_folder(sweep, args.out, batch=not args.no_batch, quiet=args.quiet)
+
+
+def run_preset_to_folder(args: argparse.Namespace) -> int:
+    """``--preset``: run the paper's experiment and print where its summary is."""
+    from gni_engine.presets import run_preset
+
+    def say(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr)
+
+    out = run_preset(
+        args.preset, args.out, steps=args.steps, seeds=args.seeds, batch=not args.no_batch, progress=say
+    )
+    results = json.loads((out / "results.json").read_text())
+    failed = [r for r in results["runs"] if r["status"] != "succeeded"]
+    print(
+        f"{args.preset}: {len(results['runs'])} runs, {len(failed)} not succeeded; "
+        f"summary: {out / 'summary.md'}"
+    )
+    return 0 if not failed else 1
 
 
 def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool) -> int:
@@ -40,7 +78,10 @@ def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool) -> i
 
     runs = expand_sweep(sweep)
     single = len(runs) == 1 and not sweep.axes
-    out_dirs = [out if single else out / "runs" / f"{i:04d}-{spec.spec_hash()[:8]}" for i, (_, spec) in enumerate(runs)]
+    out_dirs = [
+        out if single else out / "runs" / f"{i:04d}-{spec.spec_hash()[:8]}"
+        for i, (_, spec) in enumerate(runs)
+    ]
     specs = [spec for _, spec in runs]
     progress = _Progress(sum(s.training.steps for s in specs), quiet=quiet)
     try:
@@ -50,10 +91,19 @@ def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool) -> i
     if not single:
         out.mkdir(parents=True, exist_ok=True)
         table = [
-            {"index": o.index, "coords": coords, "status": o.status, "error": o.error, "folder": str(d), "summary": o.summary}
+            {
+                "index": o.index,
+                "coords": coords,
+                "status": o.status,
+                "error": o.error,
+                "folder": str(d),
+                "summary": o.summary,
+            }
             for o, (coords, _), d in zip(outcomes, runs, out_dirs, strict=True)
         ]
-        (out / "sweep.json").write_text(json.dumps({"sweep": sweep.model_dump(mode="json"), "runs": table}, indent=2))
+        (out / "sweep.json").write_text(
+            json.dumps({"sweep": sweep.model_dump(mode="json"), "runs": table}, indent=2)
+        )
     _print_table(runs, outcomes, out)
     return 0 if all(o.status == "succeeded" for o in outcomes) else 1
 
@@ -100,7 +150,12 @@ def _print_table(runs: Any, outcomes: Any, out: Path) -> None:
     coord_keys = list(runs[0][0]) if runs else []
     header = ["#", *coord_keys, "status", *shown]
     rows = [
-        [str(o.index), *(_fmt(coords[k]) for k in coord_keys), o.status, *(_fmt(o.summary.get(k)) for k in shown)]
+        [
+            str(o.index),
+            *(_fmt(coords[k]) for k in coord_keys),
+            o.status,
+            *(_fmt(o.summary.get(k)) for k in shown),
+        ]
         for o, (coords, _) in zip(outcomes, runs, strict=True)
     ]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
@@ -112,6 +167,9 @@ def _print_table(runs: Any, outcomes: Any, out: Path) -> None:
             print(f"run {o.index}: {o.status}: {o.error}")
     first = outcomes[0].summary if outcomes else {}
     if first:
-        print(f"device: {first.get('device')} ({first.get('device_name')}), precision {first.get('precision')}, "
-              f"engine {first.get('engine_version')}, torch {first.get('torch_version')}")
+        print(
+            f"device: {first.get('device')} ({first.get('device_name')}), "
+            f"precision {first.get('precision')}, "
+            f"engine {first.get('engine_version')}, torch {first.get('torch_version')}"
+        )
     print(f"results written to {out}")

@@ -230,7 +230,11 @@ def _execute_batch(
         if state.status == "succeeded":
             files.update(_figures(state, trainer, e, out_dirs[i]))
         status: Literal["succeeded", "failed", "cancelled"] = (
-            "succeeded" if state.status == "succeeded" else "cancelled" if state.status == "cancelled" else "failed"
+            "succeeded"
+            if state.status == "succeeded"
+            else "cancelled"
+            if state.status == "cancelled"
+            else "failed"
         )
         out[i] = RunOutcome(i, status, _json_safe(state.summary), state.error, files)
     return out

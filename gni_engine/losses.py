@@ -59,7 +59,10 @@ def hessian_one_draw(
         return torch.stack(draws)
     p = torch.softmax(output, dim=-1)
     classes = torch.stack(
-        [torch.multinomial(p[i].detach().double(), 1, generator=g).squeeze(-1) for i, g in enumerate(generators)]
+        [
+            torch.multinomial(p[i].detach().double(), 1, generator=g).squeeze(-1)
+            for i, g in enumerate(generators)
+        ]
     )  # (E, N)
     onehot = F.one_hot(classes, d).to(output.dtype)
     return (onehot - p).unsqueeze(1)

@@ -104,7 +104,9 @@ class MLP(nn.Module):
         super().__init__()
         dims = [n_inputs, *hidden, n_outputs]
         self.activation = activation
-        self.layers = nn.ModuleList(nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, bias=bias) for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
         sig = list(sigmas) if sigmas is not None else [0.0] * len(self.layers)
         if len(sig) != len(self.layers):
             raise ValueError(f"{len(sig)} sigmas for {len(self.layers)} injection points")
@@ -173,7 +175,9 @@ class ConvNet(nn.Module):
         for _ in range(2):
             h, w = (h - k) // s + 1, (w - k) // s + 1
         if h < 1 or w < 1:
-            raise ValueError(f"input {tuple(input_shape)} is too small for two {k}x{k} stride-{s} convolutions")
+            raise ValueError(
+                f"input {tuple(input_shape)} is too small for two {k}x{k} stride-{s} convolutions"
+            )
         self.flat_features = c2 * h * w
         self.dense = nn.Linear(self.flat_features, n_outputs, bias=spec.bias)
         sig = list(sigmas) if sigmas is not None else [0.0] * 3
@@ -186,14 +190,16 @@ class ConvNet(nn.Module):
         h = self.noise[0](x)
         h = self.noise[1](phi(self.convs[0](h)))
         h = self.noise[2](phi(self.convs[1](h)))
-        return self.dense(h.flatten(1))
+        out: torch.Tensor = self.dense(h.flatten(1))
+        return out
 
     def forward_from(self, k: int, h_k: torch.Tensor) -> torch.Tensor:
         phi = activation_fn(self.activation)
         h = h_k
         for i in range(k, 2):
             h = phi(self.convs[i](h))
-        return self.dense(h.flatten(1))
+        out: torch.Tensor = self.dense(h.flatten(1))
+        return out
 
     def clean_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
         phi = activation_fn(self.activation)
@@ -229,7 +235,12 @@ def build_network(
         )
     else:
         net = ConvNet(
-            input_shape, n_outputs, spec.model, sigmas=sigmas, noise_kind=spec.noise.kind, generator=noise_generator
+            input_shape,
+            n_outputs,
+            spec.model,
+            sigmas=sigmas,
+            noise_kind=spec.noise.kind,
+            generator=noise_generator,
         )
     initialise(net, spec.model.init, generator)
     return net.to(dtype)

@@ -3,7 +3,10 @@
 Every run e of a batch has, at every injection point k, an additive and a multiplicative scale, so
 that one formula serves both kinds and a batch may mix them:
 
-.. math:: \\tilde h_k = h_k + \\varepsilon_k \\circ (a_{e,k} + m_{e,k} h_k),\\qquad \\varepsilon_k \\sim N(0, I)
+.. math::
+
+    \\tilde h_k = h_k + \\varepsilon_k \\circ (a_{e,k} + m_{e,k} h_k),
+    \\qquad \\varepsilon_k \\sim N(0, I)
 
 (additive noise: a = σ, m = 0; multiplicative: a = 0, m = σ, i.e. h̃ = h ∘ (1 + σ ε)).
 Run e's draws come from its own generator, in a fixed order (point by point), so a run draws the
@@ -29,7 +32,12 @@ class NoiseScales:
 
     @classmethod
     def from_sigmas(
-        cls, sigmas: Sequence[Sequence[float]], kinds: Sequence[str], *, dtype: torch.dtype, device: torch.device
+        cls,
+        sigmas: Sequence[Sequence[float]],
+        kinds: Sequence[str],
+        *,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> NoiseScales:
         s = torch.tensor([list(row) for row in sigmas], dtype=dtype, device=device)  # (E, L)
         mult = torch.tensor([k == "multiplicative" for k in kinds], device=device).unsqueeze(1)
@@ -55,8 +63,9 @@ def draw_stacked_normal(
     dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    """(E, *shape) standard normals; run e draws from ``generators[e]`` only where ``draw[e]`` (else zeros)."""
-    out = torch.zeros((len(generators), *shape), dtype=dtype, device=device)
+    """(E, *shape) standard normals; run e draws from ``generators[e]`` where ``draw[e]``, else zeros."""
+    every = all(draw)
+    out = (torch.empty if every else torch.zeros)((len(generators), *shape), dtype=dtype, device=device)
     for e, (generator, wanted) in enumerate(zip(generators, draw, strict=True)):
         if wanted:
             out[e].normal_(generator=generator)
@@ -70,6 +79,8 @@ class NoiseSampler:
         self.scales = scales
         self.generators = generators
         self._active = scales.active.tolist()
+        self._has_additive = (scales.additive != 0).any(0).tolist()  # per point
+        self._has_multiplicative = (scales.multiplicative != 0).any(0).tolist()
         self.draws: dict[int, torch.Tensor] = {}
 
     def perturb(self, sign: float = 1.0) -> Perturb:
@@ -79,12 +90,17 @@ class NoiseSampler:
                 return h
             eps = self.draws.get(k)
             if eps is None:
-                eps = draw_stacked_normal(h.shape[1:], self.generators, wanted, dtype=h.dtype, device=h.device)
+                eps = draw_stacked_normal(
+                    h.shape[1:], self.generators, wanted, dtype=h.dtype, device=h.device
+                )
                 self.draws[k] = eps
             view = (-1,) + (1,) * (h.dim() - 1)
-            a = self.scales.additive[:, k].reshape(view)
-            m = self.scales.multiplicative[:, k].reshape(view)
-            scaled = eps * (a + m * h) if sign == 1.0 else -eps * (a + m * h)
-            return h + scaled
+            a = self.scales.additive[:, k].reshape(view) * sign
+            m = self.scales.multiplicative[:, k].reshape(view) * sign
+            if not self._has_multiplicative[k]:  # the common case in one fused op: h + ε a
+                return torch.addcmul(h, eps, a)
+            if not self._has_additive[k]:  # h (1 + m ε)
+                return h * torch.addcmul(torch.ones_like(eps), eps, m)
+            return h + eps * (a + m * h)
 
         return apply

@@ -50,7 +50,9 @@ class StackedOptimiser:
             else:
                 self._sgd(p, g, state, mask)
 
-    def _adam(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+    def _adam(
+        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor
+    ) -> None:
         beta1, beta2 = self.betas
         if not state:
             state["exp_avg"] = torch.zeros_like(p)
@@ -65,7 +67,9 @@ class StackedOptimiser:
         update = (exp_avg / denom) * -step_size
         p.add_(torch.where(mask, update, torch.zeros_like(update)))
 
-    def _sgd(self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor) -> None:
+    def _sgd(
+        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor
+    ) -> None:
         momentum = self._per_run(self.momentum, p)
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = g.clone()

@@ -81,9 +81,13 @@ class LossRecorder:
     """Clean train and test loss, and accuracy for classification."""
 
     def record(self, ctx: RecordContext) -> Rows:
-        parts = [rows_from(ctx.step, "train_loss", run_losses(ctx.loss, ctx.clean_output("train"), ctx.y_train))]
+        parts = [
+            rows_from(ctx.step, "train_loss", run_losses(ctx.loss, ctx.clean_output("train"), ctx.y_train))
+        ]
         if ctx.x_test.shape[1] > 0:
-            parts.append(rows_from(ctx.step, "test_loss", run_losses(ctx.loss, ctx.clean_output("test"), ctx.y_test)))
+            parts.append(
+                rows_from(ctx.step, "test_loss", run_losses(ctx.loss, ctx.clean_output("test"), ctx.y_test))
+            )
         if ctx.loss == "cross_entropy":
             acc = (ctx.clean_output("train").argmax(-1) == ctx.y_train).double().mean(-1)
             parts.append(rows_from(ctx.step, "train_accuracy", acc))

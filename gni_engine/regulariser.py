@@ -144,7 +144,12 @@ def explicit_regulariser(
 
 
 def reference_regulariser(
-    model: Network, x: torch.Tensor, *, loss: LossName, sigma: float | Sequence[float], noise: str = "additive"
+    model: Network,
+    x: torch.Tensor,
+    *,
+    loss: LossName,
+    sigma: float | Sequence[float],
+    noise: str = "additive",
 ) -> torch.Tensor:
     """Slow, obviously correct R: full per-example Jacobians (``jacrev`` under ``vmap``), in float64."""
     net = copy.deepcopy(model).double()
@@ -161,7 +166,9 @@ def reference_regulariser(
         hess = torch.diag_embed(p) - p.unsqueeze(-1) * p.unsqueeze(-2)
     terms = []
     for k, h in enumerate(hs):
-        jac = vmap(jacrev(lambda v, k=k: net.forward_from(k, v.unsqueeze(0)).squeeze(0)))(h)  # (N, d_L, *shape)
+        jac = vmap(jacrev(lambda v, k=k: net.forward_from(k, v.unsqueeze(0)).squeeze(0)))(
+            h
+        )  # (N, d_L, *shape)
         jac = jac.reshape(jac.shape[0], d, -1)
         inner = torch.einsum("nci,ncd,ndi->ni", jac, hess, jac)  # diag of Jᵀ H J, per example
         if noise == "multiplicative":

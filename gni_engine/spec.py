@@ -160,7 +160,9 @@ DataSpec = Annotated[
     Discriminator(_data_name),
 ]
 
-CLASSIFICATION_DATA = frozenset({"two_moons", "circles", "digits", "mnist", "fashion_mnist", "cifar10", "svhn"})
+CLASSIFICATION_DATA = frozenset(
+    {"two_moons", "circles", "digits", "mnist", "fashion_mnist", "cifar10", "svhn"}
+)
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -174,7 +176,8 @@ class MLPSpec(Frozen):
     activation: Activation = "relu"
     bias: bool = True
     init: Literal["default", "glorot"] = Field(
-        "default", description="'default': PyTorch's nn.Linear init; 'glorot': Glorot-uniform weights, zero bias."
+        "default",
+        description="'default': PyTorch's nn.Linear init; 'glorot': Glorot-uniform weights, zero bias.",
     )
 
     def injection_points(self) -> int:
@@ -269,7 +272,10 @@ class AnalysesSpec(Frozen):
     record_every: int = Field(100, ge=1, description="Record metrics every this many steps.")
     regulariser: bool = Field(True, description="Record R per layer.")
     noise_gap_samples: int = Field(
-        64, ge=0, le=100_000, description="Antithetic pairs for the Monte-Carlo noise gap at the end; 0: skip."
+        64,
+        ge=0,
+        le=100_000,
+        description="Antithetic pairs for the Monte-Carlo noise gap at the end; 0: skip.",
     )
     noise_gap_every: bool = Field(False, description="Also record the noise gap at every record step.")
     spectrum: bool = Field(True, description="Spectral dynamics (1-D sinusoid regression only).")
@@ -286,7 +292,9 @@ class ExecutionSpec(Frozen):
     """Where and how precisely the run computes."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Precision = Field("fp32", description="fp32 default; fp64 for reference runs; tf32/bf16 opt-in.")
+    precision: Precision = Field(
+        "fp32", description="fp32 default; fp64 for reference runs; tf32/bf16 opt-in."
+    )
     max_batch_runs: int | None = Field(None, ge=1, description="Cap on runs stacked into one batch.")
 
 
@@ -308,10 +316,16 @@ class RunSpec(Frozen):
     def _consistent(self) -> RunSpec:
         is_classification_data = self.data.name in CLASSIFICATION_DATA
         if self.task == "classification" and not is_classification_data:
-            raise ValueError(f"task: data '{self.data.name}' is a regression data set but task is 'classification'")
+            raise ValueError(
+                f"task: data '{self.data.name}' is a regression data set but task is 'classification'"
+            )
         if self.task == "regression" and is_classification_data:
-            raise ValueError(f"task: data '{self.data.name}' is a classification data set but task is 'regression'")
-        if isinstance(self.model, ConvNetSpec) and not (isinstance(self.data, ImageData) and not self.data.flatten):
+            raise ValueError(
+                f"task: data '{self.data.name}' is a classification data set but task is 'regression'"
+            )
+        if isinstance(self.model, ConvNetSpec) and not (
+            isinstance(self.data, ImageData) and not self.data.flatten
+        ):
             raise ValueError("model.kind: 'convnet' needs image data with data.flatten=false")
         if isinstance(self.data, ImageData) and not self.data.flatten and isinstance(self.model, MLPSpec):
             raise ValueError("data.flatten: model 'mlp' needs flattened inputs: set data.flatten=true")
@@ -359,7 +373,9 @@ class RunSpec(Frozen):
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
 
-_UNION_TAGS = frozenset({"mlp", "convnet", "sinusoids", "two_moons", "circles", "digits", "diabetes", "boston", "image"})
+_UNION_TAGS = frozenset(
+    {"mlp", "convnet", "sinusoids", "two_moons", "circles", "digits", "diabetes", "boston", "image"}
+)
 
 
 def canonical_json(value: Any) -> str:

@@ -34,7 +34,9 @@ class Forward:
 class StackedMLP:
     """E MLPs of one shape (see module docstring)."""
 
-    def __init__(self, weights: list[torch.Tensor], biases: list[torch.Tensor] | None, activation: str) -> None:
+    def __init__(
+        self, weights: list[torch.Tensor], biases: list[torch.Tensor] | None, activation: str
+    ) -> None:
         self.weights = weights
         self.biases = biases
         self.activation = activation
@@ -60,7 +62,9 @@ class StackedMLP:
             if perturb is not None:
                 h = perturb(k, h)
             inputs.append(h)
-            z = torch.baddbmm(self.biases[k], h, w) if self.biases is not None else torch.bmm(h, w)  # (E, N, d_{k+1})
+            z = (
+                torch.baddbmm(self.biases[k], h, w) if self.biases is not None else torch.bmm(h, w)
+            )  # (E, N, d_{k+1})
             if k < last:
                 pre.append(z)
                 h = phi(z)
@@ -170,7 +174,9 @@ def stack_networks(nets: Sequence[Network], *, requires_grad: bool = True) -> St
     """Copy E modules of one architecture into fresh stacked leaf tensors (for training)."""
     first = nets[0]
 
-    def stack(tensors: Sequence[torch.Tensor], transform: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def stack(
+        tensors: Sequence[torch.Tensor], transform: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
         out = torch.stack([transform(t.detach()) for t in tensors]).contiguous()
         return out.requires_grad_(requires_grad)
 
@@ -193,7 +199,11 @@ def stack_networks(nets: Sequence[Network], *, requires_grad: bool = True) -> St
         else None
     )
     dense_w = stack([c.dense.weight for c in convs], lambda t: t.t())
-    dense_b = stack([_bias(c.dense) for c in convs], lambda t: t.unsqueeze(0)) if first.dense.bias is not None else None
+    dense_b = (
+        stack([_bias(c.dense) for c in convs], lambda t: t.unsqueeze(0))
+        if first.dense.bias is not None
+        else None
+    )
     return StackedConvNet(conv_w, conv_b, dense_w, dense_b, first.activation, _conv(first, 0).stride[0])
 
 

@@ -110,7 +110,9 @@ def expand_sweep(sweep: SweepSpec) -> list[tuple[Coordinates, RunSpec]]:
             where = ", ".join(f"{p}={json.dumps(v)}" for p, v in coords.items())
             details = format_validation_error(error)
             lines = "; ".join(f"{d['loc']}: {d['msg']}" for d in details)
-            raise SpecError(f"invalid sweep: the run at {where} is invalid: {lines}", details=details) from None
+            raise SpecError(
+                f"invalid sweep: the run at {where} is invalid: {lines}", details=details
+            ) from None
     return runs
 
 

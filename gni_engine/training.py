@@ -159,7 +159,13 @@ class BatchTrainer:
         e = len(self.specs)
         data = self.datasets[0]
         nets = [
-            build_network(s, data.input_shape, data.n_outputs, generator=make_generator(s.seed, "init"), dtype=torch.float64)
+            build_network(
+                s,
+                data.input_shape,
+                data.n_outputs,
+                generator=make_generator(s.seed, "init"),
+                dtype=torch.float64,
+            )
             for s in self.specs
         ]
         stacked = stack_networks(nets, requires_grad=False)
@@ -184,7 +190,9 @@ class BatchTrainer:
         self.shuffle_generators = [make_generator(s.seed, "shuffle") for s in self.specs]
         self.analysis_generators = [make_generator(s.seed, "analysis", gen_device) for s in self.specs]
         lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
-        momentum = torch.tensor([s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device)
+        momentum = torch.tensor(
+            [s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device
+        )
         self.optimiser = StackedOptimiser(
             self.net.parameters(), kind=self.first.training.optimizer, lr=lr, momentum=momentum
         )
@@ -203,7 +211,9 @@ class BatchTrainer:
         if self.batch_size >= n:
             return self.x_train, self.y_train
         if self._order is None or self._position + self.batch_size > n:
-            self._order = torch.stack([torch.randperm(n, generator=g) for g in self.shuffle_generators]).to(self.device)
+            self._order = torch.stack([torch.randperm(n, generator=g) for g in self.shuffle_generators]).to(
+                self.device
+            )
             self._position = 0
         idx = self._order[:, self._position : self._position + self.batch_size]  # (E, B)
         self._position += self.batch_size
@@ -397,7 +407,9 @@ def flops_per_step(spec: RunSpec, n_inputs: int, n_outputs: int, n_examples: int
         macs = 10 * n_inputs * spec.model.channels[0]  # rough: convs dominate, this is an estimate
     factor = 6.0
     if spec.training.mode == "explicit":
-        factor = 12.0 * max(1, n_outputs if spec.training.regulariser == "exact" and spec.task != "regression" else 1)
+        factor = 12.0 * max(
+            1, n_outputs if spec.training.regulariser == "exact" and spec.task != "regression" else 1
+        )
     if spec.training.mode == "gni":
         factor *= spec.training.noise_samples
     return factor * macs * n_examples

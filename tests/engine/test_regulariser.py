@@ -60,7 +60,9 @@ def test_regulariser_is_differentiable_and_gradient_matches_reference():
 
 def test_convnet_regulariser_matches_reference():
     torch.manual_seed(0)
-    net = ConvNet((2, 10, 10), 3, ConvNetSpec(channels=(3, 4), kernel_size=3, stride=2, activation="elu")).double()
+    net = ConvNet(
+        (2, 10, 10), 3, ConvNetSpec(channels=(3, 4), kernel_size=3, stride=2, activation="elu")
+    ).double()
     x = torch.rand(4, 2, 10, 10, dtype=torch.float64)
     for loss in ("mse", "cross_entropy"):
         for kind in ("additive", "multiplicative"):
@@ -77,7 +79,9 @@ def test_one_draw_estimator_is_unbiased(loss, outputs):
     gen = torch.Generator().manual_seed(11)
     draws = torch.stack(
         [
-            explicit_regulariser(net, x, loss=loss, sigma=0.5, estimator="one_draw", generator=gen).sum().detach()
+            explicit_regulariser(net, x, loss=loss, sigma=0.5, estimator="one_draw", generator=gen)
+            .sum()
+            .detach()
             for _ in range(2000)
         ]
     )
@@ -96,7 +100,14 @@ def test_noise_gap_matches_regulariser_when_targets_are_the_clean_output(sigma, 
         y = net(x)
     r = explicit_regulariser(net, x, loss="mse", sigma=sigma, noise=kind).sum().item()
     gap = noise_gap(
-        net, x, y, loss="mse", sigma=sigma, noise=kind, samples=2000, generator=torch.Generator().manual_seed(2)
+        net,
+        x,
+        y,
+        loss="mse",
+        sigma=sigma,
+        noise=kind,
+        samples=2000,
+        generator=torch.Generator().manual_seed(2),
     )
     assert gap.mean / r == pytest.approx(1.0, abs=0.05)
     assert gap.stderr < 0.02 * r

@@ -90,8 +90,12 @@ def _reference_loop(s: RunSpec) -> dict[str, torch.Tensor]:
     """One nn.Module, torch.optim.Adam, noise from the module's own layers: the plain PyTorch way."""
     data = build_dataset(s, dtype=torch.float64)
     net = build_network(
-        s, data.input_shape, data.n_outputs, generator=make_generator(s.seed, "init"),
-        noise_generator=make_generator(s.seed, "noise"), dtype=torch.float64,
+        s,
+        data.input_shape,
+        data.n_outputs,
+        generator=make_generator(s.seed, "init"),
+        noise_generator=make_generator(s.seed, "noise"),
+        dtype=torch.float64,
     )
     opt = torch.optim.Adam(net.parameters(), lr=s.training.lr)
     net.train()
@@ -118,8 +122,16 @@ def _mixed_specs(precision: str) -> list[RunSpec]:
     for mode in ("baseline", "gni", "explicit"):
         for kind in ("additive", "multiplicative"):
             for seed, lr in ((0, 0.01), (3, 0.02)):
-                out.append(spec(training__mode=mode, noise__kind=kind, seed=seed, training__lr=lr,
-                                execution__precision=precision, noise__sigma=0.1 + 0.05 * seed))
+                out.append(
+                    spec(
+                        training__mode=mode,
+                        noise__kind=kind,
+                        seed=seed,
+                        training__lr=lr,
+                        execution__precision=precision,
+                        noise__sigma=0.1 + 0.05 * seed,
+                    )
+                )
     return out
 
 
@@ -167,14 +179,18 @@ def test_explicit_lowers_R_and_gni_explicit_end_close():
         "training": {"steps": 300, "lr": 0.01},
         "analyses": {"record_every": 100, "noise_gap_samples": 0},
     }
-    states = {
-        m: s for m, s in zip(
+    states = dict(
+        zip(
             ("baseline", "gni", "explicit"),
-            train_batch([parse_run_spec({**base, "training": {**base["training"], "mode": m}})
-                         for m in ("baseline", "gni", "explicit")]),
+            train_batch(
+                [
+                    parse_run_spec({**base, "training": {**base["training"], "mode": m}})
+                    for m in ("baseline", "gni", "explicit")
+                ]
+            ),
             strict=True,
         )
-    }
+    )
     r = {m: s.summary["R_total"] for m, s in states.items()}
     assert r["explicit"] < 0.5 * r["baseline"]
     test = {m: s.summary["test_loss"] for m, s in states.items()}
@@ -192,7 +208,9 @@ def test_divergence_fails_one_run_and_spares_the_others():
     states = train_batch([bad, good])
     assert states[0].status == "failed" and states[0].failed_step == info.value.step
     assert states[1].status == "succeeded"
-    torch.testing.assert_close(states[1].weights["layers.0.weight"], train_run(good).weights["layers.0.weight"])
+    torch.testing.assert_close(
+        states[1].weights["layers.0.weight"], train_run(good).weights["layers.0.weight"]
+    )
 
 
 def test_cancellation_between_steps():

@@ -1,0 +1,142 @@
+"""Runs/s of a sweep trained one run at a time vs stacked into batches (the batching issue's benchmark).
+
+Reference sweep (GPU): network 1 → 256 → 256 → 256 → 256 → 1 (ReLU, biases), 1024 points of a sinusoid
+mixture, 2000 full-batch Adam steps, additive σ on the input and every hidden layer, N runs differing in
+seed and σ. ``--cpu-scale`` runs the CPU anchor's size instead: 32 runs of 1 → 128 × 3 → 1, 256 points,
+1000 steps. Both ways run in this one process; the sequential way times ``--seq-runs`` runs and
+reports runs/s, so it does not have to train all N.
+
+    .venv/bin/python benchmarks/batching.py --cpu-scale
+    .venv/bin/python benchmarks/batching.py --runs 256 --precision tf32 --json out.json   # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from typing import Any
+
+import torch
+
+from gni_engine.spec import RunSpec, parse_run_spec
+from gni_engine.training import BatchTrainer
+
+
+def sweep(args: argparse.Namespace, mode: str) -> list[RunSpec]:
+    specs = []
+    for i in range(args.runs):
+        sigma = 0.05 + 0.1 * (i % 4) / 3  # σ ∈ {0.05, …, 0.15}, seeds all different
+        specs.append(
+            parse_run_spec(
+                {
+                    "data": {
+                        "n_points": args.points,
+                        "frequencies": [1.0, 5.0, 10.0, 20.0],
+                        "phases": "zero",
+                    },
+                    "model": {"hidden": [args.width] * args.hidden},
+                    "noise": {"sigma": sigma, "layers": "all"},
+                    "training": {"mode": mode, "steps": args.steps, "lr": 1e-3},
+                    # the benchmark measures training: analyses once at the end, no Monte-Carlo gap
+                    "analyses": {
+                        "record_every": args.steps,
+                        "noise_gap_samples": 0,
+                        "layer_norms": False,
+                        "spectrum": False,
+                    },
+                    "execution": {"device": args.device, "precision": args.precision},
+                    "seed": i,
+                }
+            )
+        )
+    return specs
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def time_training(specs: list[RunSpec]) -> float:
+    trainer = BatchTrainer(specs)
+    _sync()
+    start = time.perf_counter()
+    trainer.run()
+    _sync()
+    return time.perf_counter() - start
+
+
+def flops_per_run(args: argparse.Namespace) -> float:
+    dims = [1] + [args.width] * args.hidden + [1]
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True)) * args.points
+    return 6.0 * macs * args.steps
+
+
+def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    specs = sweep(args, mode)
+    time_training(specs[:1])  # warm-up (allocator, kernels)
+    seq = sum(time_training([s]) for s in specs[: args.seq_runs])
+    stacked = time_training(specs)
+    seq_rate = args.seq_runs / seq
+    stacked_rate = args.runs / stacked
+    flops = flops_per_run(args)
+    return {
+        "mode": mode,
+        "sequential_runs_per_s": seq_rate,
+        "stacked_runs_per_s": stacked_rate,
+        "speedup": stacked_rate / seq_rate,
+        "stacked_tflops": flops * stacked_rate / 1e12,
+        "sequential_seconds": seq,
+        "stacked_seconds": stacked,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=256)
+    parser.add_argument("--seq-runs", type=int, default=4)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=4)
+    parser.add_argument("--points", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp64"])
+    parser.add_argument("--modes", default="gni", help="comma-separated: baseline,gni,explicit")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--cpu-scale", action="store_true", help="32 runs of 1→128×3→1, 256 points, 1000 steps"
+    )
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args()
+    if args.cpu_scale:
+        args.runs, args.seq_runs, args.width, args.hidden, args.points, args.steps = 32, 8, 128, 3, 256, 1000
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(
+        f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"precision {args.precision}"
+    )
+    print(
+        f"sweep: {args.runs} runs of 1 → {args.width} × {args.hidden} → 1, "
+        f"{args.points} points, {args.steps} steps"
+    )
+    results = [measure(args, mode) for mode in args.modes.split(",")]
+    for r in results:
+        print(
+            f"{r['mode']:>9}: sequential {r['sequential_runs_per_s']:.3f} runs/s, stacked "
+            f"{r['stacked_runs_per_s']:.3f} runs/s ({r['speedup']:.2f}×, {r['stacked_tflops']:.3f} TFLOP/s)"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {"device": name, "torch": torch.__version__, "args": vars(args), "results": results},
+                f,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    main()
