@@ -15,11 +15,18 @@ from collections.abc import Sequence
 from gni_engine.errors import GNIError
 
 # module name → what it provides; every module defines register(subparsers).
-COMMAND_MODULES: tuple[str, ...] = ("gni_cli.run_command",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "gni_cli.run_command",
+    "gni_cli.serve_command",
+    "gni_cli.worker_command",
+    "gni_client.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gni", description="Batch experiments on Gaussian noise injections.")
+    parser = argparse.ArgumentParser(
+        prog="gni", description="Batch experiments on Gaussian noise injections."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)

@@ -20,4 +20,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   .venv/bin/python -m pip install -q "torch==${TORCH_VERSION}"
 fi
 .venv/bin/python -m pip install -q -e ".[service,dev]"
+.venv/bin/python -m pip install -q -e sdk/
 echo "$want" > "$stamp"

@@ -1,0 +1,188 @@
+"""``client.artifacts``: list a run's or an experiment's files and download them (checked by SHA-256)."""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, BinaryIO
+
+from gni_client._base_client import RequestOptions
+from gni_client._exceptions import DownloadIntegrityError
+from gni_client.resources._paths import artifact_path, experiment_path, run_path
+from gni_client.types import Artifact
+
+if TYPE_CHECKING:
+    from gni_client._client import AsyncClient, Client
+
+__all__ = ["Artifacts", "AsyncArtifacts"]
+
+PathLike = str | os.PathLike[str]
+
+
+def list_options(experiment_id: str | None, run_id: str | None, include_runs: bool) -> RequestOptions:
+    if (experiment_id is None) == (run_id is None):
+        raise ValueError("give either experiment_id= or run_id=")
+    if run_id is not None:
+        return RequestOptions("GET", run_path(run_id, "artifacts"))
+    assert experiment_id is not None
+    params = {"include_runs": "true"} if include_runs else None
+    return RequestOptions("GET", experiment_path(experiment_id, "artifacts"), params=params)
+
+
+def relative_name(artifact: Artifact) -> PurePosixPath:
+    """The artifact's name as a safe relative path (``figures/function.png``; no ``..``, no root)."""
+    parts = [
+        p for p in PurePosixPath(artifact.name.replace("\\", "/")).parts if p not in ("", ".", "..", "/")
+    ]
+    return PurePosixPath(*parts) if parts else PurePosixPath(artifact.id)
+
+
+def destination(artifact: Artifact, to: PathLike) -> Path:
+    """``to/<artifact name>`` when ``to`` is a folder (existing, or ending in ``/``), else ``to`` itself."""
+    target = Path(to)
+    if target.is_dir() or str(to).endswith(("/", os.sep)):
+        return target / relative_name(artifact)
+    return target
+
+
+def layout(artifact: Artifact, root: PathLike) -> Path:
+    """Where :meth:`Artifacts.download_all` puts an artifact: experiment files at the top, a run's in
+    ``runs/<run id>/``."""
+    base = Path(root) if artifact.run_id is None else Path(root) / "runs" / artifact.run_id
+    return base / relative_name(artifact)
+
+
+def _filter(artifacts: Iterable[Artifact], kind: str | None) -> list[Artifact]:
+    return [a for a in artifacts if kind is None or a.kind == kind]
+
+
+class _Writer:
+    """Writes a download next to its destination, checks its hash, then moves it into place."""
+
+    def __init__(self, artifact: Artifact, target: Path) -> None:
+        self.artifact = artifact
+        self.target = target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        self.temp = Path(name)
+        self.file: BinaryIO = os.fdopen(handle, "wb")
+        self.digest = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> None:
+        self.file.write(chunk)
+        self.digest.update(chunk)
+
+    def finish(self) -> Path:
+        self.file.close()
+        expected = self.artifact.sha256
+        if expected and self.digest.hexdigest() != expected:
+            self.temp.unlink(missing_ok=True)
+            raise DownloadIntegrityError(
+                f"artifact '{self.artifact.id}' ({self.artifact.name}) arrived with SHA-256 "
+                f"{self.digest.hexdigest()}, the service recorded {expected}"
+            )
+        self.temp.replace(self.target)
+        return self.target
+
+    def abort(self) -> None:
+        self.file.close()
+        self.temp.unlink(missing_ok=True)
+
+
+class Artifacts:
+    """Artifacts of a :class:`~gni_client.Client`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def list(
+        self,
+        *,
+        experiment_id: str | None = None,
+        run_id: str | None = None,
+        include_runs: bool = False,
+        kind: str | None = None,
+    ) -> builtins.list[Artifact]:
+        """A run's artifacts, or an experiment's (its comparison figures; its runs' too with
+        ``include_runs``), optionally of one ``kind``: ``figure``, ``weights``, ``results``, ``metrics``."""
+        data = self._client.request(list_options(experiment_id, run_id, include_runs))
+        return _filter((Artifact.from_dict(a) for a in data["items"]), kind)
+
+    def get(self, artifact_id: str) -> Artifact:
+        return Artifact.from_dict(self._client.request(RequestOptions("GET", artifact_path(artifact_id))))
+
+    def download(self, artifact: Artifact | str, *, to: PathLike = ".") -> Path:
+        """Save an artifact (or artifact id) to ``to`` (a folder, or a file name); returns the file's path.
+
+        The bytes are checked against the recorded SHA-256 before the file appears.
+        """
+        record = artifact if isinstance(artifact, Artifact) else self.get(artifact)
+        return self._save(record, destination(record, to))
+
+    def download_all(
+        self, experiment_id: str, *, to: PathLike, kind: str | None = None, include_runs: bool = True
+    ) -> builtins.list[Path]:
+        """Every artifact of an experiment (of one ``kind``) under ``to``, runs' files in ``runs/<id>/``."""
+        records = self.list(experiment_id=experiment_id, include_runs=include_runs, kind=kind)
+        return [self._save(record, layout(record, to)) for record in records]
+
+    def _save(self, artifact: Artifact, target: Path) -> Path:
+        options = RequestOptions("GET", artifact_path(artifact.id, "content"), headers={"Accept": "*/*"})
+        with self._client.stream(options) as response:
+            writer = _Writer(artifact, target)
+            try:
+                for chunk in response.iter_bytes():
+                    writer.write(chunk)
+            except BaseException:
+                writer.abort()
+                raise
+        return writer.finish()
+
+
+class AsyncArtifacts:
+    """Artifacts of an :class:`~gni_client.AsyncClient`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def list(
+        self,
+        *,
+        experiment_id: str | None = None,
+        run_id: str | None = None,
+        include_runs: bool = False,
+        kind: str | None = None,
+    ) -> builtins.list[Artifact]:
+        data = await self._client.request(list_options(experiment_id, run_id, include_runs))
+        return _filter((Artifact.from_dict(a) for a in data["items"]), kind)
+
+    async def get(self, artifact_id: str) -> Artifact:
+        return Artifact.from_dict(
+            await self._client.request(RequestOptions("GET", artifact_path(artifact_id)))
+        )
+
+    async def download(self, artifact: Artifact | str, *, to: PathLike = ".") -> Path:
+        record = artifact if isinstance(artifact, Artifact) else await self.get(artifact)
+        return await self._save(record, destination(record, to))
+
+    async def download_all(
+        self, experiment_id: str, *, to: PathLike, kind: str | None = None, include_runs: bool = True
+    ) -> builtins.list[Path]:
+        records = await self.list(experiment_id=experiment_id, include_runs=include_runs, kind=kind)
+        return [await self._save(record, layout(record, to)) for record in records]
+
+    async def _save(self, artifact: Artifact, target: Path) -> Path:
+        options = RequestOptions("GET", artifact_path(artifact.id, "content"), headers={"Accept": "*/*"})
+        async with self._client.stream(options) as response:
+            writer = _Writer(artifact, target)
+            try:
+                async for chunk in response.aiter_bytes():
+                    writer.write(chunk)
+            except BaseException:
+                writer.abort()
+                raise
+        return writer.finish()

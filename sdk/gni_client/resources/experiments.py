@@ -1,0 +1,393 @@
+"""``client.experiments``: create (or dry-run) a sweep or a preset, read, list, cancel, wait, aggregate."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, overload
+
+from gni_client._base_client import NOT_GIVEN, RequestOptions, Timeout, _NotGiven
+from gni_client._exceptions import WaitTimeoutError
+from gni_client._progress import ProgressBar
+from gni_client.pagination import AsyncCursorPage, AsyncPaginator, SyncCursorPage
+from gni_client.resources._paths import experiment_path, join_list
+from gni_client.spec import check_experiment, with_values
+from gni_client.types import Aggregate, Experiment, ExperimentPlan, RunStatus
+
+if TYPE_CHECKING:
+    from gni_client._client import AsyncClient, Client
+
+__all__ = ["AsyncExperiments", "Experiments"]
+
+DEFAULT_POLL_INTERVAL = 1.0
+
+
+def create_options(
+    *,
+    spec: Mapping[str, Any] | None,
+    preset: str | None,
+    overrides: Mapping[str, Any] | None,
+    sweep: Mapping[str, Sequence[Any]] | None,
+    name: str | None,
+    dry_run: bool,
+    validate: bool,
+    idempotency_key: str | None,
+    timeout: Timeout | _NotGiven,
+) -> RequestOptions:
+    """The ``POST /v1/experiments`` request (checked first, unless ``validate`` is false)."""
+    if (spec is None) == (preset is None):
+        raise ValueError("give either spec= or preset=")
+    body: dict[str, Any] = {"name": name} if name is not None else {}
+    if preset is not None:
+        body["preset"] = preset
+        if overrides:
+            body["overrides"] = dict(overrides)
+        if sweep:
+            body["axes"] = {path: list(values) for path, values in sweep.items()}
+    else:
+        assert spec is not None
+        is_sweep = "base" in spec or "axes" in spec
+        base: Mapping[str, Any] = spec.get("base", {}) if is_sweep else spec
+        axes: dict[str, list[Any]] = (
+            {p: list(v) for p, v in (spec.get("axes") or {}).items()} if is_sweep else {}
+        )
+        axes.update({path: list(values) for path, values in (sweep or {}).items()})
+        if overrides:
+            base = with_values(base, overrides)
+        if validate:
+            check_experiment(base, axes)
+        body.update(base=dict(base), axes=axes)
+    return RequestOptions(
+        "POST",
+        "/v1/experiments",
+        params={"dry_run": "true"} if dry_run else None,
+        json=body,
+        idempotency_key=idempotency_key or f"gni-{uuid.uuid4()}",
+        timeout=timeout,
+    )
+
+
+def list_options(
+    *,
+    status: RunStatus | None,
+    name: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    limit: int | None,
+    cursor: str | None,
+) -> RequestOptions:
+    params = {
+        "status": status,
+        "name": name,
+        "created_after": created_after.isoformat() if created_after else None,
+        "created_before": created_before.isoformat() if created_before else None,
+        "limit": limit,
+        "cursor": cursor,
+    }
+    return RequestOptions("GET", "/v1/experiments", params=params)
+
+
+def aggregate_options(
+    experiment_id: str,
+    *,
+    group_by: str | Sequence[str] | None,
+    metric: str | Sequence[str],
+    status: RunStatus | Sequence[RunStatus] | None,
+    filter: str | Sequence[str] | None,  # noqa: A002 - the API's name
+) -> RequestOptions:
+    params = {
+        "group_by": join_list(group_by),
+        "metric": join_list(metric),
+        "status": [status] if isinstance(status, str) else list(status) if status else None,
+        "filter": [filter] if isinstance(filter, str) else list(filter) if filter else None,
+    }
+    return RequestOptions("GET", experiment_path(experiment_id, "aggregate"), params=params)
+
+
+def _experiment_or_plan(data: Any) -> Experiment | ExperimentPlan:
+    return ExperimentPlan.from_dict(data) if data.get("dry_run") else Experiment.from_dict(data)
+
+
+class Experiments:
+    """Experiments of a :class:`~gni_client.Client`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @overload
+    def create(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        name: str | None = None,
+        dry_run: Literal[False] = False,
+        validate: bool = True,
+        idempotency_key: str | None = None,
+        timeout: Timeout | _NotGiven = NOT_GIVEN,
+    ) -> Experiment: ...
+
+    @overload
+    def create(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        name: str | None = None,
+        dry_run: Literal[True],
+        validate: bool = True,
+        idempotency_key: str | None = None,
+        timeout: Timeout | _NotGiven = NOT_GIVEN,
+    ) -> ExperimentPlan: ...
+
+    def create(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        name: str | None = None,
+        dry_run: bool = False,
+        validate: bool = True,
+        idempotency_key: str | None = None,
+        timeout: Timeout | _NotGiven = NOT_GIVEN,
+    ) -> Experiment | ExperimentPlan:
+        """Submit a sweep: a run ``spec`` (or a ``{"base", "axes"}`` sweep) plus ``sweep`` axes, or a
+        ``preset`` by name.
+
+        ``overrides`` sets dotted fields of ``spec`` (``{"training.steps": 50}``), or is the preset's
+        overrides (``{"steps": 50, "seeds": 2}``). The spec is checked on the client first (raising
+        :class:`~gni_client.SpecValidationError`, nothing sent) unless ``validate=False``. One
+        ``Idempotency-Key`` (``idempotency_key`` or a fresh one) goes with every retry of this call.
+        ``dry_run=True`` answers the expansion (an :class:`ExperimentPlan`) and stores nothing.
+        """
+        options = create_options(
+            spec=spec,
+            preset=preset,
+            overrides=overrides,
+            sweep=sweep,
+            name=name,
+            dry_run=dry_run,
+            validate=validate,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+        return _experiment_or_plan(self._client.request(options))
+
+    def get(self, experiment_id: str) -> Experiment:
+        """One experiment with its counts by status, progress and summary."""
+        return Experiment.from_dict(
+            self._client.request(RequestOptions("GET", experiment_path(experiment_id)))
+        )
+
+    def list(
+        self,
+        *,
+        status: RunStatus | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> SyncCursorPage[Experiment]:
+        """Experiments, newest first; iterate the page for all of them."""
+
+        def fetch(cursor: str | None) -> SyncCursorPage[Experiment]:
+            options = list_options(
+                status=status,
+                name=name,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                cursor=cursor,
+            )
+            data = self._client.request(options)
+            items = [Experiment.from_dict(item) for item in data["items"]]
+            return SyncCursorPage(items, data.get("next_cursor"), fetch)
+
+        return fetch(None)
+
+    def cancel(self, experiment_id: str) -> Experiment:
+        """Cancel queued runs now and running ones between two steps (cancelling twice is harmless)."""
+        data = self._client.request(RequestOptions("POST", experiment_path(experiment_id, "cancel")))
+        return Experiment.from_dict(data)
+
+    def wait(
+        self,
+        experiment_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        progress: bool = True,
+    ) -> Experiment:
+        """Poll until every run has finished; returns the experiment (check its ``status``).
+
+        A progress bar over all training steps is shown in a terminal or a notebook (when tqdm is
+        installed and ``progress`` is true). Raises :class:`~gni_client.WaitTimeoutError` after
+        ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with ProgressBar(enabled=progress) as bar:
+            while True:
+                experiment = self.get(experiment_id)
+                bar.update(experiment)
+                if experiment.finished:
+                    return experiment
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeoutError(experiment_id, timeout or 0.0, experiment.status)
+                pause = poll_interval if deadline is None else min(poll_interval, deadline - time.monotonic())
+                time.sleep(max(pause, 0.0))
+
+    def aggregate(
+        self,
+        experiment_id: str,
+        *,
+        metric: str | Sequence[str],
+        group_by: str | Sequence[str] | None = None,
+        status: RunStatus | Sequence[RunStatus] | None = None,
+        filter: str | Sequence[str] | None = None,  # noqa: A002 - the API's name
+    ) -> Aggregate:
+        """Mean, std, stderr and n of ``metric`` (``summary.test_loss``) per group of ``group_by`` paths."""
+        options = aggregate_options(
+            experiment_id, group_by=group_by, metric=metric, status=status, filter=filter
+        )
+        return Aggregate.from_dict(self._client.request(options))
+
+
+class AsyncExperiments:
+    """Experiments of an :class:`~gni_client.AsyncClient`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    @overload
+    async def create(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        name: str | None = None,
+        dry_run: Literal[False] = False,
+        validate: bool = True,
+        idempotency_key: str | None = None,
+        timeout: Timeout | _NotGiven = NOT_GIVEN,
+    ) -> Experiment: ...
+
+    @overload
+    async def create(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        name: str | None = None,
+        dry_run: Literal[True],
+        validate: bool = True,
+        idempotency_key: str | None = None,
+        timeout: Timeout | _NotGiven = NOT_GIVEN,
+    ) -> ExperimentPlan: ...
+
+    async def create(
+        self,
+        *,
+        spec: Mapping[str, Any] | None = None,
+        preset: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        sweep: Mapping[str, Sequence[Any]] | None = None,
+        name: str | None = None,
+        dry_run: bool = False,
+        validate: bool = True,
+        idempotency_key: str | None = None,
+        timeout: Timeout | _NotGiven = NOT_GIVEN,
+    ) -> Experiment | ExperimentPlan:
+        """As :meth:`Experiments.create`."""
+        options = create_options(
+            spec=spec,
+            preset=preset,
+            overrides=overrides,
+            sweep=sweep,
+            name=name,
+            dry_run=dry_run,
+            validate=validate,
+            idempotency_key=idempotency_key,
+            timeout=timeout,
+        )
+        return _experiment_or_plan(await self._client.request(options))
+
+    async def get(self, experiment_id: str) -> Experiment:
+        data = await self._client.request(RequestOptions("GET", experiment_path(experiment_id)))
+        return Experiment.from_dict(data)
+
+    def list(
+        self,
+        *,
+        status: RunStatus | None = None,
+        name: str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+    ) -> AsyncPaginator[Experiment]:
+        """``await`` for the first page, or ``async for`` every experiment, newest first."""
+
+        async def fetch(cursor: str | None) -> AsyncCursorPage[Experiment]:
+            options = list_options(
+                status=status,
+                name=name,
+                created_after=created_after,
+                created_before=created_before,
+                limit=limit,
+                cursor=cursor,
+            )
+            data = await self._client.request(options)
+            items = [Experiment.from_dict(item) for item in data["items"]]
+            return AsyncCursorPage(items, data.get("next_cursor"), fetch)
+
+        return AsyncPaginator(lambda: fetch(None))
+
+    async def cancel(self, experiment_id: str) -> Experiment:
+        data = await self._client.request(RequestOptions("POST", experiment_path(experiment_id, "cancel")))
+        return Experiment.from_dict(data)
+
+    async def wait(
+        self,
+        experiment_id: str,
+        *,
+        timeout: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        progress: bool = True,
+    ) -> Experiment:
+        """As :meth:`Experiments.wait`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with ProgressBar(enabled=progress) as bar:
+            while True:
+                experiment = await self.get(experiment_id)
+                bar.update(experiment)
+                if experiment.finished:
+                    return experiment
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimeoutError(experiment_id, timeout or 0.0, experiment.status)
+                pause = poll_interval if deadline is None else min(poll_interval, deadline - time.monotonic())
+                await self._client._sleep(max(pause, 0.0))
+
+    async def aggregate(
+        self,
+        experiment_id: str,
+        *,
+        metric: str | Sequence[str],
+        group_by: str | Sequence[str] | None = None,
+        status: RunStatus | Sequence[RunStatus] | None = None,
+        filter: str | Sequence[str] | None = None,  # noqa: A002 - the API's name
+    ) -> Aggregate:
+        options = aggregate_options(
+            experiment_id, group_by=group_by, metric=metric, status=status, filter=filter
+        )
+        return Aggregate.from_dict(await self._client.request(options))

@@ -1,0 +1,131 @@
+"""The SDK against the real app in-process: sync client over a threaded ASGI bridge, async client
+over httpx's ASGITransport; runs train for real in the app's executor."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from gni_client import (
+    AsyncClient,
+    ConflictError,
+    Experiment,
+    ExperimentPlan,
+    NotFoundError,
+    SpecValidationError,
+    UnprocessableEntityError,
+)
+
+
+def test_sweep_end_to_end(client, tiny_spec, tmp_path):
+    plan = client.experiments.create(
+        spec=tiny_spec, sweep={"seed": [0, 1], "training.mode": ["baseline", "gni"]}, dry_run=True
+    )
+    assert isinstance(plan, ExperimentPlan) and plan.run_count == 4 and plan.batch_count >= 1
+
+    created = client.experiments.create(
+        spec=tiny_spec, sweep={"training.mode": ["baseline", "gni"], "seed": [0, 1]}, name="e2e"
+    )
+    assert isinstance(created, Experiment) and created.run_count == 4 and created.name == "e2e"
+    done = client.experiments.wait(created.id, timeout=120, poll_interval=0.2, progress=False)
+    assert done.status == "succeeded", done
+    assert done.counts.succeeded == 4 and done.progress is not None and done.progress.fraction == 1.0
+
+    runs = list(client.runs.list(created.id, limit=3))  # two pages, iterated as one
+    assert [r.position for r in runs] == [0, 1, 2, 3]
+    assert all(r.status == "succeeded" and "train_loss" in (r.summary or {}) for r in runs)
+    gni_runs = client.runs.list(created.id, filter="training.mode=gni").to_list()
+    assert {r.coords["training.mode"] for r in gni_runs} == {"gni"} and len(gni_runs) == 2
+    frame = client.runs.list(created.id).to_pandas()
+    assert list(frame["training.mode"]) == ["baseline", "baseline", "gni", "gni"]
+
+    table = client.experiments.aggregate(created.id, group_by="training.mode", metric="summary.train_loss")
+    assert [g.key["training.mode"] for g in table.groups] == ["baseline", "gni"]
+    losses = {r.coords["training.mode"]: [] for r in runs}
+    for r in runs:
+        losses[r.coords["training.mode"]].append(r.summary["train_loss"])
+    for group in table.groups:
+        values = losses[group.key["training.mode"]]
+        assert group.metrics["summary.train_loss"].n == 2
+        assert group.metrics["summary.train_loss"].mean == pytest.approx(sum(values) / 2)
+    assert list(table.to_pandas().columns) == ["training.mode", "mean", "std", "stderr", "n"]
+
+    run = client.runs.get(runs[0].id)
+    metrics = client.runs.metrics(run.id, max_points=50)
+    assert metrics.names and metrics.series
+    series = metrics[metrics.series[0].name]
+    assert len(series.steps) == len(series.values) > 0
+    assert set(metrics.to_pandas().columns) == {"name", "step", "value"}
+
+    artifacts = client.artifacts.list(run_id=run.id)
+    assert artifacts, "a run stores its files"
+    path = client.artifacts.download(artifacts[0], to=tmp_path / "one")
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == artifacts[0].sha256
+    files = client.artifacts.download_all(created.id, to=tmp_path / "all", kind="results")
+    assert len(files) >= 4 and all(p.stat().st_size > 0 for p in files)
+    assert {p.relative_to(tmp_path / "all").parts[:2] for p in files} == {("runs", r.id) for r in runs}
+    figures = client.artifacts.download_all(created.id, to=tmp_path / "figures", kind="figure")
+    pngs = [p for p in figures if p.suffix == ".png"]
+    assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    assert [e.id for e in client.experiments.list() if e.id == created.id] == [created.id]
+
+
+def test_errors_map_to_the_exception_tree(client, tiny_spec):
+    with pytest.raises(NotFoundError) as missing:
+        client.experiments.get("exp_nope")
+    assert missing.value.status_code == 404 and missing.value.type == "not_found"
+    with pytest.raises(SpecValidationError) as local:  # caught before any request
+        client.experiments.create(spec={**tiny_spec, "noise": {"sigma": -1.0}})
+    assert local.value.errors == [
+        {"loc": "base.noise.sigma", "msg": "sigma must be finite and >= 0, got -1.0"}
+    ]
+    with pytest.raises(UnprocessableEntityError) as remote:  # the same input, checked by the server
+        client.experiments.create(spec={**tiny_spec, "noise": {"sigma": -1.0}}, validate=False)
+    assert remote.value.errors == local.value.errors
+    with pytest.raises(UnprocessableEntityError) as bad_filter:
+        client.runs.list("exp_nope", filter="summary.ece<<1")
+    assert bad_filter.value.errors[0]["loc"] == "filter"
+
+
+def test_cancel_then_conflict(client, tiny_spec):
+    slow = {**tiny_spec, "training": {"steps": 5000, "lr": 0.01}}
+    created = client.experiments.create(spec=slow, sweep={"seed": [0, 1]})
+    cancelled = client.experiments.cancel(created.id)
+    assert cancelled.cancel_requested
+    done = client.experiments.wait(created.id, timeout=60, poll_interval=0.2, progress=False)
+    assert done.status == "cancelled"
+    finished = client.experiments.create(spec=tiny_spec)
+    client.experiments.wait(finished.id, timeout=60, poll_interval=0.2, progress=False)
+    with pytest.raises(ConflictError):
+        client.with_options(max_retries=0).experiments.cancel(finished.id)
+
+
+@pytest.mark.anyio
+async def test_async_client_end_to_end(async_client: AsyncClient, tiny_spec):
+    async with async_client as sdk:
+        created = await sdk.experiments.create(spec=tiny_spec, sweep={"seed": [0, 1, 2]}, validate=False)
+        done = await sdk.experiments.wait(created.id, timeout=120, poll_interval=0.2, progress=False)
+        assert done.status == "succeeded"
+        page = await sdk.runs.list(created.id, limit=2)
+        assert len(page.items) == 2 and page.has_next_page()
+        assert [r.coords["seed"] async for r in sdk.runs.list(created.id, limit=2)] == [0, 1, 2]
+        table = await sdk.experiments.aggregate(created.id, metric=["summary.train_loss", "summary.R_total"])
+        assert table.groups[0].metrics["summary.train_loss"].n == 3
+        assert "summary.train_loss.mean" in table.rows()[0]
+        experiments = [e.id async for e in sdk.experiments.list()]
+        assert created.id in experiments
+        run = (await page.get_next_page()).items[0]
+        files = await sdk.artifacts.list(run_id=run.id)
+        path = await sdk.artifacts.download(files[0].id, to=str(files[0].id) + "/")
+        try:
+            assert path.stat().st_size == files[0].size
+        finally:
+            path.unlink()
+            path.parent.rmdir()
+        with pytest.raises(NotFoundError):
+            await sdk.runs.get("run_nope")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
