@@ -198,8 +198,8 @@ class BatchTrainer:
         )
         self.active = torch.ones(e, dtype=torch.bool, device=self.device)
         self.step = 0
-        self._order: torch.Tensor | None = None  # (E, N) current epoch's permutation per run
-        self._position = 0
+        self.epoch_order: torch.Tensor | None = None  # (E, N) current epoch's permutation per run
+        self.epoch_position = 0
         n_train = self.x_train.shape[1]
         t = self.first.training
         self.batch_size = n_train if t.batch_size is None else min(t.batch_size, n_train)
@@ -210,13 +210,13 @@ class BatchTrainer:
         n = self.x_train.shape[1]
         if self.batch_size >= n:
             return self.x_train, self.y_train
-        if self._order is None or self._position + self.batch_size > n:
-            self._order = torch.stack([torch.randperm(n, generator=g) for g in self.shuffle_generators]).to(
+        if self.epoch_order is None or self.epoch_position + self.batch_size > n:
+            self.epoch_order = torch.stack([torch.randperm(n, generator=g) for g in self.shuffle_generators]).to(
                 self.device
             )
-            self._position = 0
-        idx = self._order[:, self._position : self._position + self.batch_size]  # (E, B)
-        self._position += self.batch_size
+            self.epoch_position = 0
+        idx = self.epoch_order[:, self.epoch_position : self.epoch_position + self.batch_size]  # (E, B)
+        self.epoch_position += self.batch_size
         rows = torch.arange(idx.shape[0], device=self.device).unsqueeze(1)
         return self.x_train[rows, idx], self.y_train[rows, idx]
 
