@@ -34,24 +34,32 @@ class StackedOptimiser:
         self.eps = eps
         self.step_count = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
+        self._views: dict[tuple[str, int], torch.Tensor] = {}
 
-    def _per_run(self, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return values.reshape((-1,) + (1,) * (like.dim() - 1)).to(like.dtype)
+    def _per_run(self, name: str, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        """``values`` (E,) shaped to broadcast over ``like`` and in its dtype, cached per shape."""
+        key = (name, like.dim())
+        if key not in self._views:
+            self._views[key] = values.reshape((-1,) + (1,) * (like.dim() - 1)).to(like.dtype)
+        return self._views[key]
 
     @torch.no_grad()
     def step(self, grads: Sequence[torch.Tensor], active: torch.Tensor) -> None:
         """One update; ``active`` (E,) bool. Gradients of inactive runs are ignored (they may be NaN)."""
         self.step_count += 1
+        all_active = bool(active.all())
         for p, g, state in zip(self.params, grads, self.state, strict=True):
-            mask = self._per_run(active, p).bool()
-            g = torch.where(mask, g, torch.zeros_like(g))
+            mask = None
+            if not all_active:  # rare: a run failed or was cancelled; keep its NaNs out of the update
+                mask = active.reshape((-1,) + (1,) * (p.dim() - 1))
+                g = torch.where(mask, g, torch.zeros_like(g))
             if self.kind == "adam":
                 self._adam(p, g, state, mask)
             else:
                 self._sgd(p, g, state, mask)
 
     def _adam(
-        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor
+        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor | None
     ) -> None:
         beta1, beta2 = self.betas
         if not state:
@@ -62,23 +70,23 @@ class StackedOptimiser:
         exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
         bias_correction1 = 1 - beta1**self.step_count
         bias_correction2 = 1 - beta2**self.step_count
-        step_size = self._per_run(self.lr, p) / bias_correction1
+        step_size = self._per_run("lr", self.lr, p) / bias_correction1
         denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(self.eps)
         update = (exp_avg / denom) * -step_size
-        p.add_(torch.where(mask, update, torch.zeros_like(update)))
+        p.add_(update if mask is None else torch.where(mask, update, torch.zeros_like(update)))
 
     def _sgd(
-        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor
+        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor | None
     ) -> None:
-        momentum = self._per_run(self.momentum, p)
+        momentum = self._per_run("momentum", self.momentum, p)
         if "momentum_buffer" not in state:
             state["momentum_buffer"] = g.clone()
         else:
             state["momentum_buffer"].mul_(momentum).add_(g)
         buf = state["momentum_buffer"]
         direction = torch.where(momentum != 0, buf, g)
-        update = direction * -self._per_run(self.lr, p)
-        p.add_(torch.where(mask, update, torch.zeros_like(update)))
+        update = direction * -self._per_run("lr", self.lr, p)
+        p.add_(update if mask is None else torch.where(mask, update, torch.zeros_like(update)))
 
     def state_dict(self) -> dict[str, object]:
         return {"step_count": self.step_count, "state": [dict(s) for s in self.state]}
