@@ -1,0 +1,113 @@
+"""Batch planning, run files, and the `gni run` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from gni_cli.main import main
+from gni_engine.execution import bytes_per_run, execute_runs, plan_batches
+from gni_engine.networks import MLP
+from gni_engine.spec import parse_run_spec
+
+SMALL = {
+    "data": {"n_points": 32, "frequencies": [1.0, 2.0]},
+    "model": {"hidden": [6]},
+    "training": {"steps": 6},
+    "analyses": {"record_every": 3, "noise_gap_samples": 2},
+}
+
+
+def _spec(**extra):
+    return parse_run_spec({**SMALL, **extra})
+
+
+def test_plan_groups_by_architecture_and_respects_cap_and_memory():
+    wide = parse_run_spec({**SMALL, "model": {"hidden": [9]}})
+    specs = [_spec(seed=i) for i in range(5)] + [wide]
+    assert plan_batches(specs, memory_bytes=10**12) == [[0, 1, 2, 3, 4], [5]]
+    capped = [parse_run_spec({**SMALL, "seed": i, "execution": {"max_batch_runs": 2}}) for i in range(5)]
+    assert plan_batches(capped, memory_bytes=10**12) == [[0, 1], [2, 3], [4]]
+    per_run = bytes_per_run(specs[0])
+    assert plan_batches(specs[:5], memory_bytes=2 * 2 * per_run) == [[0, 1], [2, 3], [4]]
+
+
+def test_execute_runs_writes_loadable_files(tmp_path: Path):
+    specs = [_spec(seed=0), _spec(seed=1, training={"steps": 6, "mode": "explicit"})]
+    outcomes = execute_runs(specs, [tmp_path / "a", tmp_path / "b"])
+    assert [o.status for o in outcomes] == ["succeeded", "succeeded"]
+    results = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert results["spec_hash"] == specs[0].spec_hash()
+    assert results["summary"]["train_loss"] == outcomes[0].summary["train_loss"]
+    assert len(results["summary"]["R_per_layer"]) == 2
+    net = MLP(1, (6,), 1)
+    net.load_state_dict(load_file(str(tmp_path / "a" / "model.safetensors")))
+    table = pd.read_csv(tmp_path / "b" / "metrics.csv")
+    assert list(table.columns) == ["run", "step", "name", "value"]
+    assert set(table["step"]) == {0, 3, 6}
+    final = table[(table.step == 6) & (table.name == "train_loss")]["value"].item()
+    assert final == pytest.approx(outcomes[1].summary["train_loss"], rel=1e-12)
+
+
+def test_missing_data_fails_only_its_batch(tmp_path: Path):
+    image = parse_run_spec(
+        {
+            "task": "classification",
+            "data": {"name": "mnist", "data_dir": str(tmp_path / "nowhere")},
+            "model": {"hidden": [4]},
+            "training": {"steps": 2},
+        }
+    )
+    outcomes = execute_runs([image, _spec()], [tmp_path / "x", tmp_path / "y"])
+    assert outcomes[0].status == "failed" and "nowhere" in (outcomes[0].error or "")
+    assert outcomes[1].status == "succeeded"
+
+
+def test_gni_run_command_sweep_and_no_batch_agree(tmp_path: Path, capsys):
+    spec_file = tmp_path / "sweep.yaml"
+    spec_file.write_text(
+        "base:\n  data: {n_points: 32, frequencies: [1, 2]}\n  model: {hidden: [5]}\n"
+        "  training: {steps: 5}\n  execution: {precision: fp64}\n"
+        "  analyses: {record_every: 5, noise_gap_samples: 2}\n"
+        "axes:\n  training.mode: [baseline, gni]\n  seed: [0, 1]\n"
+    )
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "batched"), "--quiet"]) == 0
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "single"), "--quiet", "--no-batch"]) == 0
+    out = capsys.readouterr().out
+    assert "training.mode" in out and "succeeded" in out
+    a = json.loads((tmp_path / "batched" / "sweep.json").read_text())["runs"]
+    b = json.loads((tmp_path / "single" / "sweep.json").read_text())["runs"]
+    assert len(a) == 4
+    for x, y in zip(a, b, strict=True):
+        assert x["coords"] == y["coords"]
+        assert x["summary"]["train_loss"] == pytest.approx(y["summary"]["train_loss"], abs=1e-10)
+        assert x["summary"]["batch_runs"] == 4 and y["summary"]["batch_runs"] == 1
+
+
+def test_gni_run_rejects_a_bad_spec_without_traceback(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"model": {"hidden": [4, -1]}, "noise": {"sigma": -0.5}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gni_cli.main", "run", str(bad), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "model.hidden[1]" in proc.stderr and "noise.sigma" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_results_record_device_and_precision(tmp_path: Path):
+    outcome = execute_runs([_spec()], [tmp_path / "r"])[0]
+    assert outcome.summary["device"] == "cpu"
+    assert outcome.summary["precision"] == "fp32"
+    assert outcome.summary["engine_version"]
+    assert torch.__version__ == outcome.summary["torch_version"]
