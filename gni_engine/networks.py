@@ -68,7 +68,8 @@ def _identity(z: torch.Tensor) -> torch.Tensor:
 class NoiseInjection(nn.Module):
     """Gaussian noise on one injection point, active only in training mode.
 
-    additive: h̃ = h + σ ε; multiplicative: h̃ = h ∘ (1 + σ ε); ε ~ N(0, I) drawn from ``generator``.
+    additive: h̃ = h + σ ε; multiplicative: h̃ = h ∘ (1 + σ ε); ε ~ N(0, I) drawn from ``generator``,
+    or taken from ``eps`` when the network drew all its points' noise at once.
     """
 
     def __init__(self, sigma: float, kind: str, generator: torch.Generator | None) -> None:
@@ -77,10 +78,11 @@ class NoiseInjection(nn.Module):
         self.kind = kind
         self.generator = generator
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         if not self.training or self.sigma == 0.0:
             return h
-        eps = torch.randn(h.shape, generator=self.generator, dtype=h.dtype, device=h.device)
+        if eps is None:
+            eps = torch.randn(h.shape, generator=self.generator, dtype=h.dtype, device=h.device)
         if self.kind == "additive":
             return h + self.sigma * eps
         return h * (1 + self.sigma * eps)
@@ -118,13 +120,26 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         phi = activation_fn(self.activation)
+        eps = self._draw_noise(x)
         h = x
         last = len(self.layers) - 1
         for k, (noise, layer) in enumerate(zip(self.noise, self.layers, strict=True)):
-            h = layer(noise(h))
+            h = layer(noise(h, None if eps is None else eps[k]))
             if k < last:
                 h = phi(h)
         return h
+
+    def _draw_noise(self, x: torch.Tensor) -> list[torch.Tensor] | None:
+        """All points' ε of one forward pass in one draw (the order the stacked trainer uses too)."""
+        if not self.training or all(n.sigma == 0.0 for n in self.noise):
+            return None
+        n = x.shape[0]
+        sizes = [n * _in_features(layer) for layer in self.layers]
+        first = self.noise[0]
+        assert isinstance(first, NoiseInjection)
+        generator = first.generator
+        flat = torch.randn(sum(sizes), generator=generator, dtype=x.dtype, device=x.device)
+        return [part.reshape(n, -1) for part in torch.split(flat, sizes)]
 
     def forward_from(self, k: int, h_k: torch.Tensor) -> torch.Tensor:
         """The clean map from injection point k to the output (used by the reference Jacobians)."""
@@ -267,3 +282,8 @@ def initialise(net: nn.Module, scheme: str, generator: torch.Generator | None) -
                 module.bias.copy_(b / math.sqrt(fan_in))
             else:
                 module.bias.zero_()
+
+
+def _in_features(layer: nn.Module) -> int:
+    assert isinstance(layer, nn.Linear)
+    return layer.in_features

@@ -72,34 +72,80 @@ def draw_stacked_normal(
     return out
 
 
-class NoiseSampler:
-    """Draws the noise of one forward pass lazily, point by point, and can replay it with the sign flipped."""
+class NoisePlan:
+    """What a batch's noise looks like, computed once: which runs and points draw, and how.
 
-    def __init__(self, scales: NoiseScales, generators: Sequence[torch.Generator]) -> None:
+    ``point_sizes`` (features per example at each point, MLPs) lets every run draw all points of a
+    forward pass in one call; without it (convnets) each point is drawn when the forward reaches it.
+    """
+
+    def __init__(self, scales: NoiseScales, point_sizes: Sequence[int] | None = None) -> None:
+        active = scales.active
         self.scales = scales
+        self.point_sizes = list(point_sizes) if point_sizes is not None else None
+        self.active_rows: list[list[bool]] = active.tolist()
+        self.run_draws: list[bool] = active.any(1).tolist()
+        self.point_active: list[bool] = active.any(0).tolist()
+        self.has_additive: list[bool] = (scales.additive != 0).any(0).tolist()
+        self.has_multiplicative: list[bool] = (scales.multiplicative != 0).any(0).tolist()
+
+    @property
+    def any_noise(self) -> bool:
+        return any(self.run_draws)
+
+
+class NoiseSampler:
+    """Draws the noise of one forward pass and can replay it with the sign flipped (antithetic pairs).
+
+    Run e draws only from ``generators[e]``: with known point sizes, one flat draw of all points per
+    forward pass (points where the run has σ = 0 included, so its stream does not depend on others);
+    otherwise point by point.
+    """
+
+    def __init__(
+        self,
+        plan: NoisePlan | NoiseScales,
+        generators: Sequence[torch.Generator],
+        n_examples: int | None = None,
+    ) -> None:
+        self.plan = plan if isinstance(plan, NoisePlan) else NoisePlan(plan)
         self.generators = generators
-        self._active = scales.active.tolist()
-        self._has_additive = (scales.additive != 0).any(0).tolist()  # per point
-        self._has_multiplicative = (scales.multiplicative != 0).any(0).tolist()
+        self.n_examples = n_examples
         self.draws: dict[int, torch.Tensor] = {}
 
-    def perturb(self, sign: float = 1.0) -> Perturb:
-        def apply(k: int, h: torch.Tensor) -> torch.Tensor:
-            wanted = [row[k] for row in self._active]
-            if not any(wanted):
-                return h
-            eps = self.draws.get(k)
-            if eps is None:
-                eps = draw_stacked_normal(
+    def _draw_all(self, h: torch.Tensor) -> None:
+        assert self.plan.point_sizes is not None and self.n_examples is not None
+        sizes = [self.n_examples * d for d in self.plan.point_sizes]
+        flat = draw_stacked_normal(
+            (sum(sizes),), self.generators, self.plan.run_draws, dtype=h.dtype, device=h.device
+        )
+        for k, part in enumerate(torch.split(flat, sizes, dim=1)):
+            self.draws[k] = part.reshape(len(self.generators), self.n_examples, -1)  # (E, N, d_k)
+
+    def _noise(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        if k not in self.draws:
+            if self.plan.point_sizes is not None and self.n_examples is not None:
+                self._draw_all(h)
+            else:
+                wanted = [row[k] for row in self.plan.active_rows]
+                self.draws[k] = draw_stacked_normal(
                     h.shape[1:], self.generators, wanted, dtype=h.dtype, device=h.device
                 )
-                self.draws[k] = eps
+        return self.draws[k]
+
+    def perturb(self, sign: float = 1.0) -> Perturb:
+        plan = self.plan
+
+        def apply(k: int, h: torch.Tensor) -> torch.Tensor:
+            if not plan.point_active[k]:
+                return h
+            eps = self._noise(k, h)
             view = (-1,) + (1,) * (h.dim() - 1)
-            a = self.scales.additive[:, k].reshape(view) * sign
-            m = self.scales.multiplicative[:, k].reshape(view) * sign
-            if not self._has_multiplicative[k]:  # the common case in one fused op: h + ε a
+            a = plan.scales.additive[:, k].reshape(view) * sign
+            m = plan.scales.multiplicative[:, k].reshape(view) * sign
+            if not plan.has_multiplicative[k]:  # the common case in one fused op: h + ε a
                 return torch.addcmul(h, eps, a)
-            if not self._has_additive[k]:  # h (1 + m ε)
+            if not plan.has_additive[k]:  # h (1 + m ε)
                 return h * torch.addcmul(torch.ones_like(eps), eps, m)
             return h + eps * (a + m * h)
 

@@ -34,7 +34,7 @@ from torch.func import jacrev, vmap
 
 from gni_engine.losses import LossName, hessian_factor, hessian_one_draw, run_losses
 from gni_engine.networks import Network
-from gni_engine.noise import NoiseSampler, NoiseScales
+from gni_engine.noise import NoisePlan, NoiseSampler, NoiseScales
 from gni_engine.stacked import Forward, StackedMLP, StackedNetwork, view_as_stacked
 
 Estimator = Literal["exact", "one_draw"]
@@ -200,11 +200,12 @@ def stacked_noise_gap(
 
     Each pair contributes ½(L(ε) + L(−ε)) − L(clean), which cancels the odd orders of the expansion.
     """
+    plan = NoisePlan(scales, net.point_sizes())
     with torch.no_grad():
         clean = run_losses(loss, net.forward(x).output, y)
         pairs = []
         for _ in range(samples):
-            sampler = NoiseSampler(scales, generators)
+            sampler = NoiseSampler(plan, generators, n_examples=int(x.shape[1]))
             plus = run_losses(loss, net.forward(x, sampler.perturb(1.0)).output, y)
             minus = run_losses(loss, net.forward(x, sampler.perturb(-1.0)).output, y)
             pairs.append(0.5 * (plus + minus) - clean)

@@ -49,6 +49,10 @@ class StackedMLP:
     def injection_points(self) -> int:
         return len(self.weights)
 
+    def point_sizes(self) -> list[int] | None:
+        """Features per example at each injection point."""
+        return [int(w.shape[1]) for w in self.weights]
+
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *(self.biases or [])]
 
@@ -119,6 +123,9 @@ class StackedConvNet:
         self.stride = stride
 
     injection_points = 3
+
+    def point_sizes(self) -> list[int] | None:
+        return None  # drawn point by point as the forward pass reaches them
 
     @property
     def n_runs(self) -> int:

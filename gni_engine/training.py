@@ -25,7 +25,7 @@ from gni_engine.data import Dataset, build_dataset
 from gni_engine.errors import DivergenceError, SpecError
 from gni_engine.losses import run_losses
 from gni_engine.networks import build_network
-from gni_engine.noise import NoiseSampler, NoiseScales
+from gni_engine.noise import NoisePlan, NoiseSampler, NoiseScales
 from gni_engine.optim import StackedOptimiser
 from gni_engine.recording import LossRecorder, MetricRow, RecordContext, Recorder, RegulariserRecorder
 from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
@@ -184,6 +184,9 @@ class BatchTrainer:
         self.gni_mask = torch.tensor([m == "gni" for m in modes], device=self.device)
         self.explicit_mask = torch.tensor([m == "explicit" for m in modes], device=self.device)
         self.train_scales = self.scales.scaled(self.gni_mask)
+        self.train_noise = NoisePlan(self.train_scales, self.net.point_sizes())
+        self.needs_noise = self.train_noise.any_noise
+        self.needs_r = bool(self.explicit_mask.any())
         self.r_scales = self.scales.scaled(self.explicit_mask)
         gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         self.noise_generators = [make_generator(s.seed, "noise", gen_device) for s in self.specs]
@@ -211,9 +214,9 @@ class BatchTrainer:
         if self.batch_size >= n:
             return self.x_train, self.y_train
         if self.epoch_order is None or self.epoch_position + self.batch_size > n:
-            self.epoch_order = torch.stack([torch.randperm(n, generator=g) for g in self.shuffle_generators]).to(
-                self.device
-            )
+            self.epoch_order = torch.stack(
+                [torch.randperm(n, generator=g) for g in self.shuffle_generators]
+            ).to(self.device)
             self.epoch_position = 0
         idx = self.epoch_order[:, self.epoch_position : self.epoch_position + self.batch_size]  # (E, B)
         self.epoch_position += self.batch_size
@@ -225,9 +228,9 @@ class BatchTrainer:
         if self.samples > 1:
             x = x.repeat(1, self.samples, *([1] * (x.dim() - 2)))
             y = y.repeat(1, self.samples, *([1] * (y.dim() - 2)))
-        needs_r = bool(self.explicit_mask.any())
-        needs_noise = bool(self.gni_mask.any())
-        perturb = NoiseSampler(self.train_scales, self.noise_generators).perturb() if needs_noise else None
+        needs_r, needs_noise = self.needs_r, self.needs_noise
+        sampler = NoiseSampler(self.train_noise, self.noise_generators, n_examples=int(x.shape[1]))
+        perturb = sampler.perturb() if needs_noise else None
         with precision_context(self.precision, self.device):
             x_in = x.detach().requires_grad_(True) if needs_r else x
             fwd = self.net.forward(x_in, perturb)
