@@ -1,0 +1,202 @@
+"""Figures of one run: what it learned and how its measurements moved during training.
+
+Which figures a run gets depends on what applies to it: the learned function, its spectrum and the
+spectral dynamics for 1-D sinusoid regression; layer-norm curves for MLPs; the reliability diagram
+and margin histograms for classifiers; loss curves always.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from gni_engine.analyses.classification import input_margins, output_margins
+from gni_engine.data import Dataset
+from gni_engine.figures.style import (
+    ARM_NAMES,
+    as_rows,
+    frequency_of,
+    metric_names,
+    new_figure,
+    save,
+    series,
+)
+from gni_engine.networks import Network, build_network
+from gni_engine.recording import MetricRow
+from gni_engine.spec import RunSpec, SinusoidsData
+from gni_engine.stacked import view_as_stacked
+from gni_engine.training import RunState
+
+
+def run_figures(state: RunState, dataset: Dataset, figures_dir: Path) -> dict[str, Path]:
+    """Every figure that applies to the run, as PNG and SVG in ``figures_dir``: {file name: path}."""
+    rows = as_rows(state.metrics)
+    spec = state.spec
+    title = f"{ARM_NAMES.get(spec.training.mode, spec.training.mode)}, seed {spec.seed}"
+    files: dict[str, Path] = {}
+    files |= loss_figure(rows, title, figures_dir)
+    if is_sinusoid_1d(spec):
+        net = rebuild_network(state, dataset)
+        files |= function_figure(net, dataset, title, figures_dir)
+        if "spectrum_full" in state.summary:
+            files |= spectrum_figure(state.summary["spectrum_full"], dataset, title, figures_dir)
+        files |= spectral_dynamics_figure(rows, title, figures_dir)
+    if metric_names(rows, "layer_norm_"):
+        files |= layer_norm_figure(rows, title, figures_dir)
+    if spec.task == "classification" and "reliability" in state.summary:
+        files |= reliability_figure(state.summary, title, figures_dir)
+        if spec.analyses.margins:
+            files |= margin_figure(rebuild_network(state, dataset), dataset, title, figures_dir)
+    return files
+
+
+def is_sinusoid_1d(spec: RunSpec) -> bool:
+    return isinstance(spec.data, SinusoidsData) and spec.data.dim == 1 and spec.task == "regression"
+
+
+def rebuild_network(state: RunState, dataset: Dataset) -> Network:
+    """The run's trained network (clean: evaluation mode) from its weights, in float64."""
+    net = build_network(state.spec, dataset.input_shape, dataset.n_outputs, dtype=torch.float64)
+    net.load_state_dict({k: v.detach().to("cpu", torch.float64) for k, v in state.weights.items()})
+    return net.eval()
+
+
+def loss_figure(rows: list[MetricRow], title: str, out: Path) -> dict[str, Path]:
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for name, label in (("train_loss", "train"), ("test_loss", "test")):
+        steps, values = series(rows, name)
+        if len(steps):
+            ax.plot(steps, values, label=label)
+    ax.set(xlabel="training step", ylabel="loss (clean network)", yscale="log", title=f"Loss — {title}")
+    ax.legend()
+    return save(fig, out, "loss_curves")
+
+
+def function_figure(net: Network, dataset: Dataset, title: str, out: Path) -> dict[str, Path]:
+    meta = dataset.meta
+    t = torch.linspace(0, 1, 2000, dtype=torch.float64)[:-1]
+    target = np.zeros(len(t))
+    for k, a, p in zip(meta["frequencies"], meta["amplitudes"], meta["phases"], strict=True):
+        target += a * np.sin(2 * math.pi * k * t.numpy() + p)
+    with torch.no_grad():
+        learned = net(t.unsqueeze(1))[:, 0].numpy()
+    fig = new_figure(width=9.0)
+    ax = fig.add_subplot()
+    ax.plot(t, target, color="0.6", lw=0.8, label="target Σ A_K sin(2πKt + φ_K)")
+    ax.plot(dataset.x_train[:, 0], dataset.y_train[:, 0], ".", color="0.3", ms=3, label="training points")
+    ax.plot(t, learned, color="C1", lw=1.2, label="learned function (clean network)")
+    ax.set(xlabel="input t", ylabel="output f(t)", title=f"Learned function vs target — {title}")
+    ax.legend(loc="upper right", fontsize="small")
+    return save(fig, out, "function")
+
+
+def spectrum_figure(full: list[float], dataset: Dataset, title: str, out: Path) -> dict[str, Path]:
+    fig = new_figure(width=7.0)
+    ax = fig.add_subplot()
+    ax.plot(np.arange(len(full)), full, color="C1", lw=1.2, label="learned |c_ω|")
+    freqs = np.asarray(dataset.meta["frequencies"])
+    ax.plot(freqs, np.asarray(dataset.meta["amplitudes"]) / 2, "kx", label="target A_K / 2")
+    ax.set(xlabel="frequency ω (Hz, cycles per unit of t)", ylabel="amplitude |FFT| / n")
+    ax.set_title(f"Spectrum of the learned function — {title}")
+    ax.legend()
+    return save(fig, out, "spectrum")
+
+
+def dynamics_matrix(rows: list[MetricRow]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(steps (T,), frequencies (K,), amplitudes (K, T)) from ``amplitude_{K}Hz`` metrics."""
+    names = metric_names(rows, "amplitude_")
+    if not names:
+        return np.zeros(0), np.zeros(0), np.zeros((0, 0))
+    steps = series(rows, names[0])[0]
+    matrix = np.stack([series(rows, n)[1] for n in names])
+    return steps, np.asarray([frequency_of(n) for n in names]), matrix
+
+
+def draw_heatmap(ax: Any, steps: np.ndarray, freqs: np.ndarray, matrix: np.ndarray) -> Any:
+    extent = (steps[0], steps[-1], freqs[0] - 2.5, freqs[-1] + 2.5) if len(steps) > 1 else None
+    image = ax.imshow(
+        np.clip(matrix, 0, 1), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis",
+        extent=extent, interpolation="nearest",
+    )  # fmt: skip
+    ax.set(xlabel="training step", ylabel="target frequency K (Hz)")
+    return image
+
+
+def spectral_dynamics_figure(rows: list[MetricRow], title: str, out: Path) -> dict[str, Path]:
+    steps, freqs, matrix = dynamics_matrix(rows)
+    if not len(steps):
+        return {}
+    fig = new_figure(width=6.0)
+    ax = fig.add_subplot()
+    image = draw_heatmap(ax, steps, freqs, matrix)
+    fig.colorbar(image, ax=ax, label="learned amplitude 2|c_K| / A_K")
+    ax.set_title(f"Spectral dynamics — {title}")
+    return save(fig, out, "spectral_dynamics")
+
+
+def layer_norm_figure(rows: list[MetricRow], title: str, out: Path) -> dict[str, Path]:
+    fig = new_figure()
+    ax = fig.add_subplot()
+    for name in metric_names(rows, "layer_norm_"):
+        i = int(name.removeprefix("layer_norm_"))
+        ax.plot(*series(rows, name), label=f"‖∂h{i + 1}/∂h{i}‖_F")
+    ax.set(
+        xlabel="training step",
+        ylabel="Frobenius norm (batch mean)",
+        title=f"Layer-to-layer Jacobians — {title}",
+    )
+    ax.legend(fontsize="small")
+    return save(fig, out, "layer_norms")
+
+
+def draw_reliability(ax: Any, reliability: dict[str, Any]) -> None:
+    edges = np.asarray(reliability["edges"], dtype=float)
+    acc = np.asarray([np.nan if v is None else v for v in reliability["accuracy"]], dtype=float)
+    counts = np.asarray(reliability["counts"], dtype=float)
+    centres, width = (edges[:-1] + edges[1:]) / 2, np.diff(edges)
+    ax.bar(
+        centres, np.nan_to_num(acc), width=width, edgecolor="k", lw=0.5, color="C0", label="accuracy in bin"
+    )
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    share = counts / max(counts.sum(), 1)
+    ax.bar(centres, share, width=width * 0.4, color="0.4", alpha=0.7, label="share of examples")
+    ax.set(xlabel="confidence (max softmax probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+
+
+def reliability_figure(summary: dict[str, Any], title: str, out: Path) -> dict[str, Path]:
+    fig = new_figure(height=4.0)
+    ax = fig.add_subplot()
+    draw_reliability(ax, summary["reliability"])
+    ax.set_title(f"Reliability (ECE {summary['ece']:.3f}, {summary['eval_split']} split)\n{title}")
+    ax.legend(loc="upper left", fontsize="small")
+    return save(fig, out, "reliability")
+
+
+def margin_figure(net: Network, dataset: Dataset, title: str, out: Path) -> dict[str, Path]:
+    split_x, split_y = (
+        (dataset.x_test, dataset.y_test) if len(dataset.x_test) else (dataset.x_train, dataset.y_train)
+    )
+    x = split_x.to(torch.float64).unsqueeze(0)  # (1, N, …)
+    labels = split_y.unsqueeze(0)
+    stacked = view_as_stacked(net)
+    with torch.no_grad():
+        logits = stacked.forward(x).output
+    margins = {
+        "output margin f_y − max_{j≠y} f_j (logit units)": output_margins(logits, labels)[0].numpy(),
+        "input margin (f_y − f_j) / ‖∇ₓ(f_y − f_j)‖ (input units)": input_margins(stacked, x, labels)[
+            0
+        ].numpy(),
+    }
+    fig = new_figure(cols=2)
+    for i, (label, values) in enumerate(margins.items()):
+        ax = fig.add_subplot(1, 2, i + 1)
+        ax.hist(values, bins=40, color="C0")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set(xlabel=label, ylabel="examples")
+    fig.suptitle(f"Margins on held-out data (negative = misclassified) — {title}")
+    return save(fig, out, "margins")

@@ -1,0 +1,92 @@
+"""Shared look of every figure: arm colours and names, headless saving as PNG and SVG.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot, no global state), which
+renders with the Agg canvas and needs no display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from gni_engine.recording import MetricRow
+
+ARM_COLOURS = {"baseline": "#4c72b0", "gni": "#dd8452", "explicit": "#55a868"}
+ARM_NAMES = {
+    "baseline": "baseline (no noise)",
+    "gni": "GNI (noisy training)",
+    "explicit": "explicit R (clean + R)",
+}
+EXTRA_COLOURS = ("#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+FORMATS = ("png", "svg")
+
+MetricLike = MetricRow | Mapping[str, Any]
+
+
+def new_figure(cols: int = 1, rows: int = 1, *, width: float = 4.6, height: float = 3.4) -> Figure:
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    return fig
+
+
+def save(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
+    """Write ``stem.png`` (150 dpi) and ``stem.svg``; returns ``{file name: path}``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    engine = fig.get_layout_engine()
+    if engine is not None:  # lay out once, not once per format: saving is most of a figure's cost
+        fig.canvas.draw_idle()
+        engine.execute(fig)
+        fig.set_layout_engine("none")
+    files: dict[str, Path] = {}
+    for fmt in FORMATS:
+        path = out_dir / f"{stem}.{fmt}"
+        fig.savefig(path, dpi=150 if fmt == "png" else None, metadata=_metadata(fmt))
+        files[path.name] = path
+    return files
+
+
+def _metadata(fmt: str) -> dict[str, Any]:
+    # No creation date in SVGs, so the same runs give byte-identical figures.
+    return {"Date": None} if fmt == "svg" else {}
+
+
+def as_rows(metrics: Iterable[MetricLike]) -> list[MetricRow]:
+    """MetricRows from MetricRows or mappings with ``step``, ``name`` and ``value``."""
+    out = []
+    for m in metrics:
+        if isinstance(m, MetricRow):
+            out.append(m)
+        else:
+            out.append(MetricRow(int(m["step"]), str(m["name"]), float(m["value"])))
+    return out
+
+
+def series(rows: Sequence[MetricRow], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one metric, sorted by step."""
+    pairs = sorted((r.step, r.value) for r in rows if r.name == name)
+    if not pairs:
+        return np.zeros(0), np.zeros(0)
+    steps, values = zip(*pairs, strict=True)
+    return np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+
+
+def metric_names(rows: Sequence[MetricRow], prefix: str) -> list[str]:
+    """Metric names starting with ``prefix``, in numeric order of their suffix where there is one."""
+    names = {r.name for r in rows if r.name.startswith(prefix)}
+
+    def key(name: str) -> tuple[float, str]:
+        digits = "".join(c for c in name[len(prefix) :] if c.isdigit() or c == ".")
+        try:
+            return float(digits), name
+        except ValueError:
+            return float("inf"), name
+
+    return sorted(names, key=key)
+
+
+def frequency_of(name: str) -> float:
+    """'amplitude_15Hz' → 15.0."""
+    return float(name.removeprefix("amplitude_").removesuffix("Hz"))
