@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "gni_cli.run_command",
     "gni_cli.serve_command",
     "gni_cli.worker_command",
+    "gni_cli.keys_command",
     "gni_client.cli",
 )
 

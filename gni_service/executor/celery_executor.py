@@ -25,6 +25,7 @@ from sqlalchemy import select
 from gni_engine.errors import GNIError
 from gni_engine.spec import RunSpec
 from gni_service.db import Database
+from gni_service.executor.leases import LeaseReaper
 from gni_service.models import Run, RunStatus
 from gni_service.settings import ServiceSettings
 
@@ -123,9 +124,29 @@ class CeleryExecutor:
         self._database = database
         self._settings = settings
         self._app = app or create_client_app(settings)
+        self._reaper = LeaseReaper(database, settings, self.enqueue, broker_was_reset=self.broker_was_reset)
+        self._redis: Any = None
 
     def start(self) -> None:
-        """Nothing runs here; runs left by a dead worker are the workers' concern."""
+        """Start the lease reaper: runs of dead workers and batches whose messages were lost go back."""
+        self._reaper.start()
+
+    def broker_was_reset(self) -> bool:
+        """Whether the broker lost its data since last asked (true on the first call).
+
+        A marker key lives in Redis next to the queues; a broker restarted empty no longer has it.
+        Other brokers keep their messages across restarts: always false.
+        """
+        if not self._settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return False
+        if self._redis is None:
+            import redis
+
+            self._redis = redis.Redis.from_url(
+                self._settings.broker_url, socket_timeout=2, socket_connect_timeout=2
+            )
+        marker = f"{self._settings.broker_key_prefix}gni:broker-marker"
+        return bool(self._redis.set(marker, "present", nx=True))
 
     def enqueue(self, batch_keys: Sequence[str]) -> None:
         if not batch_keys:
@@ -159,7 +180,10 @@ class CeleryExecutor:
             log.error("could not send batch %s to the broker: %s", message.batch_key, error)
 
     def stop(self, timeout: float | None = None) -> None:
+        self._reaper.stop(timeout)
         self._app.close()
+        if self._redis is not None:
+            self._redis.close()
 
     def check(self) -> None:
         try:

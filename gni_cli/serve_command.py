@@ -1,0 +1,77 @@
+"""``gni serve``: the whole service in one process (API, executor, SQLite, local artifacts).
+
+Everything lives under one data folder (database, artifacts, run work folders), the schema is
+migrated at start-up, and a restart picks up where the last process stopped: runs it left
+``running`` are queued again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="start the REST service with an embedded executor (no other service needed)",
+        description="Start the REST API on HOST:PORT with SQLite and local artifacts under the data folder; "
+        "runs train inside the server process. Browse http://HOST:PORT/docs.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument(
+        "--data-folder",
+        type=Path,
+        default=None,
+        help="holds the database, artifacts and work folders (default $GNI_DATA_FOLDER or ./gni-data)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="batches trained at once (default 1)")
+    parser.add_argument(
+        "--executor",
+        choices=["inprocess", "celery"],
+        default=None,
+        help="inprocess: train inside this process; celery: enqueue to workers via $GNI_BROKER_URL "
+        "(default $GNI_EXECUTOR or inprocess)",
+    )
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    parser.set_defaults(handler=handle_serve)
+
+
+def handle_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from gni_service.settings import ServiceSettings
+
+    overrides: dict[str, str] = {"GNI_MIGRATE_ON_START": "true"}
+    if args.data_folder is not None:
+        overrides["GNI_DATA_FOLDER"] = str(args.data_folder)
+    if args.threads is not None:
+        overrides["GNI_EXECUTOR_THREADS"] = str(args.threads)
+    if args.executor is not None:
+        overrides["GNI_EXECUTOR"] = args.executor
+    settings = ServiceSettings.from_env({**os.environ, **overrides})
+    database = settings.resolved_database_url
+    auth = "API keys required" if settings.auth == "required" else "NO AUTHENTICATION (GNI_AUTH=disabled)"
+    sys.stderr.write(
+        f"gni serve: data folder {settings.data_folder.resolve()}, database {database.split('://')[0]}, "
+        f"executor {settings.executor}; {auth}\n"
+    )
+    if settings.auth == "disabled" and args.host not in LOOPBACK_HOSTS:
+        sys.stderr.write(
+            f"gni serve: refusing to listen on {args.host} without authentication: anyone reaching it could "
+            "read and cancel every experiment. Set GNI_AUTH=required (keys from `gni keys create`) or "
+            "bind to 127.0.0.1\n"
+        )
+        return 2
+    app = create_app(settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    return 0

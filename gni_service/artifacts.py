@@ -1,0 +1,107 @@
+"""Artifact records: storing a run's or an experiment's files and finding them again."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gni_engine.errors import NotFound
+from gni_service.ids import new_id
+from gni_service.models import Artifact, utcnow
+from gni_service.storage import ArtifactStore, StorageError, file_digest
+
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".svg": "image/svg+xml",
+    ".pdf": "application/pdf",
+    ".json": "application/json",
+    ".csv": "text/csv",
+    ".md": "text/markdown",
+    ".txt": "text/plain",
+    ".yaml": "application/yaml",
+    ".safetensors": "application/octet-stream",
+    ".pt": "application/octet-stream",
+}
+
+
+def describe(name: str) -> tuple[str, str, str]:
+    """Kind, content type and stored extension of an artifact named by the engine.
+
+    >>> describe("figures/function.png")
+    ('figure', 'image/png', '.png')
+    >>> describe("model.safetensors")
+    ('weights', 'application/octet-stream', '.safetensors')
+    """
+    suffix = PurePosixPath(name).suffix.lower()
+    content_type = CONTENT_TYPES.get(suffix, "application/octet-stream")
+    extension = suffix if suffix in CONTENT_TYPES else ""
+    if suffix in (".png", ".svg", ".pdf"):
+        kind = "figure"
+    elif suffix in (".safetensors", ".pt"):
+        kind = "weights"
+    elif suffix == ".csv" or PurePosixPath(name).stem == "metrics":
+        kind = "metrics"
+    elif suffix in (".json", ".md"):
+        kind = "results"
+    else:
+        kind = "other"
+    return kind, content_type, extension
+
+
+def store_artifact(
+    session: Session,
+    store: ArtifactStore,
+    source: Path,
+    *,
+    name: str,
+    experiment_id: str,
+    run_id: str | None,
+) -> Artifact:
+    """Copy ``source`` into the store under a key made of ids and record it (size and SHA-256).
+
+    Raises :class:`StorageError` unless the stored copy is verified against the source.
+    """
+    kind, content_type, extension = describe(name)
+    artifact_id = new_id("art")
+    owner = f"runs/{run_id}" if run_id else "experiment"
+    key = f"experiments/{experiment_id}/{owner}/{artifact_id}{extension}"
+    size, sha256 = file_digest(source)
+    stored = store.put_file(key, source, content_type)
+    if (stored.size, stored.sha256) != (size, sha256):
+        # The stores check what they wrote (read back, or by size): a mismatch is a failed upload.
+        raise StorageError(f"artifact {key} was stored with a different size or SHA-256 than its source")
+    artifact = Artifact(
+        id=artifact_id,
+        experiment_id=experiment_id,
+        run_id=run_id,
+        kind=kind,
+        name=name[:255],
+        key=stored.key,
+        content_type=content_type,
+        size=stored.size,
+        sha256=stored.sha256,
+        created_at=utcnow(),
+    )
+    session.add(artifact)
+    return artifact
+
+
+def get_artifact(session: Session, artifact_id: str) -> Artifact:
+    artifact = session.get(Artifact, artifact_id)
+    if artifact is None:
+        raise NotFound(f"no artifact with id '{artifact_id}'")
+    return artifact
+
+
+def list_run_artifacts(session: Session, run_id: str) -> list[Artifact]:
+    statement = select(Artifact).where(Artifact.run_id == run_id).order_by(Artifact.name, Artifact.id)
+    return list(session.scalars(statement))
+
+
+def list_experiment_artifacts(session: Session, experiment_id: str, *, include_runs: bool) -> list[Artifact]:
+    statement = select(Artifact).where(Artifact.experiment_id == experiment_id)
+    if not include_runs:
+        statement = statement.where(Artifact.run_id.is_(None))
+    return list(session.scalars(statement.order_by(Artifact.run_id.is_not(None), Artifact.name, Artifact.id)))

@@ -1,0 +1,113 @@
+"""Runs' checkpoints in the artifact store, so that another worker can resume a run a dead one left.
+
+One object per run, ``checkpoints/<run id>.safetensors`` (the engine's documented checkpoint dict,
+see :mod:`gni_engine.checkpoint`), overwritten as training goes on and deleted once the run's
+outcome is recorded. The store is the one every worker shares (S3 in the distributed mode), so a
+run re-queued after its worker died resumes on whichever worker claims it next.
+
+Writing is bounded: every ``checkpoint_every_steps`` steps, and not more often than
+``checkpoint_min_interval_s``. Failing to write or read a checkpoint never fails a run: the run
+keeps training, or starts again from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gni_service.executor.claims import ClaimedRun
+from gni_service.storage import ArtifactStore, StorageError
+
+log = logging.getLogger(__name__)
+CONTENT_TYPE = "application/octet-stream"
+
+
+def checkpoint_key(run_id: str) -> str:
+    """The store key of a run's checkpoint (made of the run's id only).
+
+    >>> checkpoint_key("run_abc")
+    'checkpoints/run_abc.safetensors'
+    """
+    return f"checkpoints/{run_id}.safetensors"
+
+
+class StoredCheckpoints:
+    """The engine's ``RunCheckpoints`` for one claimed batch, kept in an artifact store."""
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        runs: Sequence[ClaimedRun],
+        scratch_dir: Path,
+        *,
+        every: int,
+        min_interval_s: float,
+        on_started: Callable[[int, dict[str, Any] | None], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.every = every
+        self._store = store
+        self._runs = list(runs)
+        self._scratch_dir = scratch_dir
+        self._min_interval_s = min_interval_s
+        self._on_started = on_started
+        self._clock = clock
+        self._last_saved: float | None = None
+        self.saved = 0
+
+    # ------------------------------------------------------------------------- RunCheckpoints
+    def load(self, index: int) -> dict[str, Any] | None:
+        from gni_engine.checkpoint import load_checkpoint
+
+        key = checkpoint_key(self._runs[index].id)
+        try:
+            data = self._store.read_bytes(key)
+        except StorageError:
+            return None  # none yet (or the store is down): train from scratch
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self._scratch_dir, suffix=".safetensors") as handle:
+            handle.write(data)
+            handle.flush()
+            try:
+                return load_checkpoint(Path(handle.name))
+            except Exception:
+                log.warning("unreadable checkpoint %s: training from scratch", key, exc_info=True)
+                return None
+
+    def save(self, checkpoints: dict[int, dict[str, Any]]) -> None:
+        now = self._clock()
+        if self._last_saved is not None and now - self._last_saved < self._min_interval_s:
+            return
+        self._last_saved = now
+        from gni_engine.checkpoint import save_checkpoint
+
+        self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        for index, checkpoint in checkpoints.items():
+            run_id = self._runs[index].id
+            path = self._scratch_dir / f"{run_id}.safetensors"
+            try:
+                save_checkpoint(checkpoint, path)
+                self._store.put_file(checkpoint_key(run_id), path, CONTENT_TYPE)
+                self.saved += 1
+            except (StorageError, OSError):
+                # Insurance only: without it a lost run restarts from an older checkpoint or from 0.
+                log.warning("could not write the checkpoint of run %s", run_id, exc_info=True)
+            finally:
+                path.unlink(missing_ok=True)
+
+    def started(self, index: int, checkpoint: dict[str, Any] | None) -> None:
+        if checkpoint is not None:
+            log.info("run %s resumes at step %d", self._runs[index].id, checkpoint["step"])
+        self._on_started(index, checkpoint)
+
+    def discard(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints of runs whose outcome is recorded (best effort)."""
+        for run_id in run_ids:
+            try:
+                self._store.delete(checkpoint_key(run_id))
+            except StorageError:
+                log.warning("could not delete the checkpoint of run %s", run_id, exc_info=True)

@@ -1,0 +1,206 @@
+"""Leases on running runs, and the reaper that takes back the expired ones.
+
+A claimed run holds a lease as long as its executor writes ``heartbeat_at`` (every
+``heartbeat_interval_s``). :class:`LeaseReaper` — a thread of the API process, in both executor
+modes — looks every ``reaper_interval_s`` for running runs whose heartbeat is older than
+``lease_timeout_s``: each goes back to the queue (and its batch is announced again), or, when it
+has already been claimed ``max_attempts`` times, fails with the reason. The broker's redelivery is
+not relied on: with Redis, an unacknowledged message comes back only after the visibility timeout.
+
+The reaper also announces again batches whose messages may be gone: every queued batch when the
+broker reports it lost its data (see :class:`~gni_service.executor.celery_executor.CeleryExecutor`),
+and any batch queued for ``requeue_queued_after_s`` without being claimed. Announcing a batch
+twice is harmless: the claim is a conditional update, so it trains once.
+
+Every change is a conditional update on ``(id, attempt, status, heartbeat_at)``, so several API
+processes may reap at once. A reaper judges leases only once it has reached the database for a
+whole lease: after an outage, workers get that long to heartbeat again before being declared lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from gni_service.db import Database
+from gni_service.executor.claims import runs_table
+from gni_service.experiments import refresh_experiment
+from gni_service.models import Run, RunStatus, utcnow
+from gni_service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReapReport:
+    """What one pass over expired leases did."""
+
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    batch_keys: set[str] = field(default_factory=set)
+
+
+def expire_leases(
+    session: Session, *, lease_timeout_s: float, max_attempts: int, now: datetime | None = None
+) -> ReapReport:
+    """Re-queue (or fail, past ``max_attempts``) running runs whose heartbeat is too old."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=lease_timeout_s)
+    expired = session.execute(
+        select(Run.id, Run.attempt, Run.batch_key, Run.experiment_id, Run.cancel_requested, Run.heartbeat_at)
+        .where(Run.status == RunStatus.running)
+        .where((Run.heartbeat_at < cutoff) | Run.heartbeat_at.is_(None))
+    ).all()
+    report = ReapReport()
+    experiments: set[str] = set()
+    for run_id, attempt, batch_key, experiment_id, cancel_requested, heartbeat_at in expired:
+        last = "never" if heartbeat_at is None else heartbeat_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        lost = (
+            f"its executor stopped heartbeating (last heartbeat {last}, attempt {attempt} of {max_attempts})"
+        )
+        if cancel_requested:
+            values = {"status": RunStatus.cancelled.value, "finished_at": now, "error": f"cancelled: {lost}"}
+            bucket = report.cancelled
+        elif attempt >= max_attempts:
+            values = {"status": RunStatus.failed.value, "finished_at": now, "error": f"failed: {lost}"}
+            bucket = report.failed
+        else:
+            values = {
+                "status": RunStatus.queued.value,
+                "queued_at": now,
+                "progress_step": 0,
+                "heartbeat_at": None,
+                "started_at": None,
+                "error": f"re-queued: {lost}",
+            }
+            bucket = report.requeued
+        result = session.execute(
+            update(runs_table)
+            .where(
+                runs_table.c.id == run_id,
+                runs_table.c.attempt == attempt,
+                runs_table.c.status == RunStatus.running.value,
+                (runs_table.c.heartbeat_at < cutoff) | runs_table.c.heartbeat_at.is_(None),
+            )
+            .values(**values)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            bucket.append(run_id)
+            experiments.add(experiment_id)
+            if bucket is report.requeued:
+                report.batch_keys.add(batch_key)
+    for experiment_id in sorted(experiments):
+        refresh_experiment(session, experiment_id)
+    return report
+
+
+def queued_batches(session: Session, *, queued_before: datetime | None = None) -> list[str]:
+    """Keys of batches with queued runs (only those waiting since before ``queued_before``)."""
+    statement = select(Run.batch_key).where(Run.status == RunStatus.queued).group_by(Run.batch_key)
+    if queued_before is not None:
+        statement = statement.having(func.min(Run.queued_at) < queued_before)
+    return list(session.scalars(statement.order_by(func.min(Run.queued_at))))
+
+
+class LeaseReaper:
+    """A daemon thread running :func:`expire_leases` and the re-announcements on a schedule.
+
+    ``announce`` gets the batch keys to send again (the executor's ``enqueue``);
+    ``broker_was_reset`` (optional) says whether the broker lost its messages since last asked.
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        settings: ServiceSettings,
+        announce: Callable[[Sequence[str]], None],
+        *,
+        broker_was_reset: Callable[[], bool] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._database = database
+        self._settings = settings
+        self._announce = announce
+        self._broker_was_reset = broker_was_reset
+        self._clock = clock
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reachable_since: float | None = None
+        self._announced_at: dict[str, float] = {}
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="gni-lease-reaper", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._settings.reaper_interval_s):
+            try:
+                self.run_once()
+            except Exception:
+                # The database or the broker is away: judge no lease until it has been back a while.
+                self._reachable_since = None
+                log.warning("lease reaper pass failed", exc_info=True)
+
+    def run_once(self) -> ReapReport:
+        """One pass: expired leases, then batches whose messages may be lost."""
+        settings = self._settings
+        now = self._clock()
+        self._database.check()
+        if self._reachable_since is None:
+            self._reachable_since = now
+        report = ReapReport()
+        if now - self._reachable_since >= settings.lease_timeout_s:
+            with self._database.transaction() as session:
+                report = expire_leases(
+                    session, lease_timeout_s=settings.lease_timeout_s, max_attempts=settings.max_attempts
+                )
+            if report.requeued or report.failed or report.cancelled:
+                log.warning(
+                    "expired leases: %d re-queued, %d failed (attempts used up), %d cancelled",
+                    len(report.requeued),
+                    len(report.failed),
+                    len(report.cancelled),
+                )
+        keys = set(report.batch_keys)
+        reset = self._broker_reset()
+        stale_before = utcnow() - timedelta(seconds=settings.requeue_queued_after_s)
+        with self._database.reading() as session:
+            waiting = queued_batches(session, queued_before=None if reset else stale_before)
+        if reset:
+            log.warning("the broker lost its messages: announcing %d queued batches again", len(waiting))
+            keys.update(waiting)
+        else:
+            due = now - settings.requeue_queued_after_s
+            keys.update(k for k in waiting if self._announced_at.get(k, float("-inf")) <= due)
+        if keys:
+            self._announce(sorted(keys))
+            self._announced_at.update(dict.fromkeys(keys, now))
+        self._announced_at = {k: t for k, t in self._announced_at.items() if k in waiting or k in keys}
+        return report
+
+    def _broker_reset(self) -> bool:
+        if self._broker_was_reset is None:
+            return False
+        try:
+            return self._broker_was_reset()
+        except Exception:
+            # Down now: once it is back (empty, if it restarted), the next pass finds out.
+            log.warning("cannot ask the broker whether it lost its messages", exc_info=True)
+            return False

@@ -1,0 +1,111 @@
+"""One error shape everywhere: unknown routes, wrong methods, huge bodies, crashes, a lost database."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.dependencies import reading_session
+from gni_service.context import ServiceContext
+from gni_service.db import Database
+
+ERROR_KEYS = {"type", "message", "details"}
+
+
+def test_healthz_and_readyz(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "storage": "ok", "executor": "ok"}}
+
+
+def test_unknown_route_and_method_answer_json(client):
+    missing = client.get("/v1/nothing")
+    assert missing.status_code == 404 and set(missing.json()["error"]) == ERROR_KEYS
+    wrong = client.delete("/v1/experiments")
+    assert wrong.status_code == 405 and wrong.json()["error"]["type"] == "method_not_allowed"
+
+
+def test_too_large_a_body_is_413(client, settings):
+    big = b'{"name": "' + b"x" * (settings.max_body_bytes + 1) + b'"}'
+    response = client.post("/v1/experiments", content=big, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"
+
+    def chunks():  # no Content-Length: counted as it streams in
+        for _ in range(4):
+            yield b"x" * (settings.max_body_bytes // 2)
+
+    response = client.post("/v1/experiments", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_an_unexpected_error_is_a_bare_500(app: FastAPI, caplog):
+    def broken():
+        raise RuntimeError("secret internals /etc/passwd")
+
+    app.dependency_overrides[reading_session] = broken
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/v1/runs/run_x")
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "type": "internal_error",
+            "message": "internal server error; it has been logged",
+            "details": None,
+        }
+    }
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert "secret internals" in caplog.text  # logged for the operator
+
+
+def test_an_unreachable_database_is_503_with_retry_after(settings, store, executor):
+    database = Database("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
+    context = ServiceContext(settings, database, store, executor)
+    with TestClient(create_app(context=context), raise_server_exceptions=False) as client:
+        response = client.get("/v1/experiments")
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "5"
+        assert response.json()["error"]["type"] == "unavailable"
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"].startswith("unavailable")
+    database.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_openapi_documents_every_route_with_error_shapes(client):
+    document = client.get("/openapi.json").json()
+    paths = document["paths"]
+    expected = {
+        "/v1/experiments": {"get", "post"},
+        "/v1/experiments/{experiment_id}": {"get"},
+        "/v1/experiments/{experiment_id}/cancel": {"post"},
+        "/v1/experiments/{experiment_id}/runs": {"get"},
+        "/v1/experiments/{experiment_id}/aggregate": {"get"},
+        "/v1/experiments/{experiment_id}/artifacts": {"get"},
+        "/v1/runs/{run_id}": {"get"},
+        "/v1/runs/{run_id}/cancel": {"post"},
+        "/v1/runs/{run_id}/metrics": {"get"},
+        "/v1/runs/{run_id}/artifacts": {"get"},
+        "/v1/artifacts/{artifact_id}": {"get"},
+        "/v1/artifacts/{artifact_id}/content": {"get"},
+        "/healthz": {"get"},
+        "/readyz": {"get"},
+    }
+    assert {path: set(ops) for path, ops in paths.items()} == expected
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert "422" in operation["responses"] and "500" in operation["responses"], (method, path)
+            if "{" in path:
+                assert "404" in operation["responses"], (method, path)
+    create = paths["/v1/experiments"]["post"]
+    assert {"200", "202"} <= set(create["responses"])
+    schemas = document["components"]["schemas"]
+    assert schemas["ExperimentCreate"]["examples"][0]["axes"] == {
+        "training.mode": ["baseline", "gni"],
+        "seed": [0, 1, 2],
+    }
+    assert "RunSpec" in schemas and "ErrorBody" in schemas
