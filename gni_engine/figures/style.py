@@ -6,6 +6,7 @@ renders with the Agg canvas and needs no display.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,19 @@ def new_figure(cols: int = 1, rows: int = 1, *, width: float = 4.6, height: floa
     return fig
 
 
+# Matplotlib's text and mathtext machinery share caches that are not thread-safe; the service may
+# draw figures from several executor threads, so drawing is serialised.
+_DRAW_LOCK = threading.Lock()
+
+
 def save(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
     """Write ``stem.png`` (150 dpi) and ``stem.svg``; returns ``{file name: path}``."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    with _DRAW_LOCK:
+        return _save_locked(fig, out_dir, stem)
+
+
+def _save_locked(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
     engine = fig.get_layout_engine()
     if engine is not None:  # lay out once, not once per format: saving is most of a figure's cost
         fig.canvas.draw_idle()
