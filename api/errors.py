@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from sqlalchemy.exc import DataError as DatabaseDataError
 from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -109,6 +110,10 @@ async def _validation_error(_: Request, error: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400:
+        # FastAPI's answer to a body it cannot decode (not UTF-8): invalid input, like any other.
+        message = f"the body cannot be read: {error.detail}"
+        return error_response(422, SpecError.error_type, message, [{"loc": "body", "msg": message}])
     kinds = {
         404: "not_found",
         405: "method_not_allowed",
@@ -133,7 +138,18 @@ async def _database_unavailable(_: Request, error: Exception) -> JSONResponse:
     )
 
 
+async def _unstorable_value(_: Request, error: Exception) -> JSONResponse:
+    # The database refused a value of the request (a NUL character in PostgreSQL text, a number out
+    # of a column's range): the client's input, not a fault of the service.
+    log.info("database refused a request value: %s", type(getattr(error, "orig", error)).__name__)
+    message = (
+        "a value of the request cannot be stored or compared (e.g. a NUL character or an out-of-range number)"
+    )
+    return error_response(422, SpecError.error_type, message, [{"loc": "request", "msg": message}])
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DatabaseDataError, _unstorable_value)
     app.add_exception_handler(GNIError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

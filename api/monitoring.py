@@ -112,6 +112,25 @@ def build_registry(database: Callable[[], Database]) -> tuple[CollectorRegistry,
     return registry, requests
 
 
+def route_template(scope: Scope) -> str:
+    """``/v1/runs/{run_id}`` for ``/v1/runs/run_1``: one label per route, never per id.
+
+    >>> route_template({"route": object(), "path": "/v1/runs/runs", "path_params": {"run_id": "runs"}})
+    '/v1/runs/{run_id}'
+    >>> route_template({"path": "/nothing/here"})
+    'unmatched'
+    """
+    if scope.get("route") is None:
+        return "unmatched"
+    segments = str(scope.get("path", "")).split("/")
+    for name, value in reversed(list((scope.get("path_params") or {}).items())):
+        for i in range(len(segments) - 1, -1, -1):
+            if segments[i] == str(value):
+                segments[i] = "{" + name + "}"
+                break
+    return "/".join(segments)
+
+
 class RequestContextMiddleware:
     """Gives each request an id (the client's ``X-Request-ID`` when sane), logs under it, times it."""
 
@@ -142,8 +161,7 @@ class RequestContextMiddleware:
                 await self.app(scope, receive, send_with_id)
             finally:
                 elapsed = time.perf_counter() - started
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                template = route_template(scope)
                 method = str(scope.get("method", "-"))
                 self.requests.labels(method, template, str(status)).observe(elapsed)
                 # The route template, not the path: ids are in the context fields, queries never logged.

@@ -11,7 +11,7 @@ A CPU node serves the ``cpu`` queue with as many processes as it has cores to sp
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, Literal
 
 QUEUES = ("gpu", "cpu")
 
@@ -67,6 +67,19 @@ def handle_worker(args: argparse.Namespace) -> int:
     from gni_service.settings import get_settings
     from worker.app import app
 
-    get_settings()  # a bad GNI_* value fails here with the variable's name
+    settings = get_settings()  # a bad GNI_* value fails here with the variable's name
+    _log_structured(settings.log_format, settings.log_level)
     app.worker_main(argv=celery_argv(args))
     return 0
+
+
+def _log_structured(log_format: Literal["json", "text"], level: str) -> None:
+    """Celery's own logging set-up is replaced by the service's structured logs."""
+    from celery.signals import setup_logging
+
+    from gni_service.structured_logging import configure_logging
+
+    def configure(**_: Any) -> None:
+        configure_logging(log_format, level)
+
+    setup_logging.connect(configure, weak=False)

@@ -5,7 +5,7 @@ owner recorded on the experiments it creates; ``secret`` carries 256 random bits
 of the whole key is stored, so the database never holds a usable key, and a fast hash suffices
 because the key is high-entropy (no password-style stretching needed).
 
->>> parse_key("gni_0123456789ab_c2VjcmV0")
+>>> parse_key("gni_0123456789ab_" + "s" * 43)
 '0123456789ab'
 >>> parse_key("Basic abc") is None
 True

@@ -19,6 +19,7 @@ from gni_service.metrics import MAX_NAMES, metric_names, read_metric_series
 from gni_service.runs import cancel_run, get_run, read_run
 
 router = APIRouter(tags=["runs"])
+MAX_STEP = 2**31 - 1  # the step column's range; larger bounds would overflow the database driver
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorBody, "description": "No such run."}}
 
 
@@ -70,8 +71,12 @@ def run_metrics_route(
     names: Annotated[
         list[str] | None, Query(description="Series names, comma-separated; default all.")
     ] = None,
-    step_from: Annotated[int | None, Query(alias="from", ge=0, description="First step (inclusive).")] = None,
-    step_to: Annotated[int | None, Query(alias="to", ge=0, description="Last step (inclusive).")] = None,
+    step_from: Annotated[
+        int | None, Query(alias="from", ge=0, le=MAX_STEP, description="First step (inclusive).")
+    ] = None,
+    step_to: Annotated[
+        int | None, Query(alias="to", ge=0, le=MAX_STEP, description="Last step (inclusive).")
+    ] = None,
     max_points: Annotated[int, Query(ge=2, le=100_000, description="Points per series at most.")] = 1000,
 ) -> MetricsOut:
     get_run(session, run_id)

@@ -1,0 +1,66 @@
+"""No secret in logs or error bodies; default credentials refused outside development."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from gni_engine.errors import SpecError
+from gni_service.settings import ServiceSettings
+
+STRONG = "wS9-long-random-secret"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("GNI_DATABASE_URL", "postgresql+psycopg://gni:gni@db:5432/gni"),
+        ("GNI_DATABASE_URL", "postgresql+psycopg://gni:changeme@db:5432/gni"),
+        ("GNI_BROKER_URL", "redis://:password@redis:6379/0"),
+        ("GNI_S3_SECRET_ACCESS_KEY", "minioadmin"),
+        ("GNI_S3_SECRET_ACCESS_KEY", "MINIO"),
+    ],
+)
+def test_default_credentials_are_refused_in_production(variable, value):
+    env = {"GNI_ENV": "production", "GNI_AUTH": "required", variable: value}
+    with pytest.raises(SpecError) as raised:
+        ServiceSettings.from_env(env)
+    field = variable.removeprefix("GNI_")
+    assert f"GNI_{field}" in raised.value.message and "default credential" in raised.value.message
+    assert value not in raised.value.message  # the message names the setting, never the secret
+    ServiceSettings.from_env({**env, "GNI_ENV": "development"})  # development accepts them
+
+
+def test_production_needs_authentication_and_accepts_real_secrets():
+    secure = {
+        "GNI_ENV": "production",
+        "GNI_DATABASE_URL": f"postgresql+psycopg://gni:{STRONG}@db:5432/gni",
+        "GNI_S3_SECRET_ACCESS_KEY": STRONG,
+    }
+    with pytest.raises(SpecError, match="GNI_AUTH"):
+        ServiceSettings.from_env(secure)
+    settings = ServiceSettings.from_env({**secure, "GNI_AUTH": "required"})
+    assert STRONG not in repr(settings.s3_secret_access_key)
+
+
+def test_keys_and_passwords_never_reach_logs_or_bodies(sqlite_url, make_app, client_of, caplog, tiny_spec):
+    caplog.set_level(logging.DEBUG)
+    handle = make_app(sqlite_url, auth="required", s3_secret_access_key=STRONG)
+    client = client_of(handle)
+    key = handle.new_key()
+    good = {"Authorization": f"Bearer {key}"}
+    texts = [
+        client.post("/v1/experiments", json={"base": tiny_spec}, headers=good).text,
+        client.get("/v1/experiments", headers=good).text,
+        client.get("/v1/experiments", headers={"Authorization": f"Bearer {key}x"}).text,
+        client.get("/v1/experiments", headers={"Authorization": f"Bearer {key[:-3]}"}).text,
+        client.get("/v1/experiments", headers={"Authorization": f"Basic {key}"}).text,
+        client.get("/readyz").text,
+        client.get("/metrics").text,
+        client.get("/openapi.json").text,
+    ]
+    secret_part = key.split("_", 2)[2]
+    for text in [*texts, caplog.text]:
+        assert secret_part not in text and secret_part[:-3] not in text
+        assert STRONG not in text
