@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -32,7 +32,15 @@ from gni_engine.recording import MetricRow
 from gni_engine.spec import MLPSpec, RunSpec
 from gni_engine.training import BatchCallbacks, BatchTrainer, RunState, batch_key, flops_per_step
 
-__all__ = ["MetricRow", "RunHooks", "RunOutcome", "estimate_flops", "execute_runs", "plan_batches"]
+__all__ = [
+    "MetricRow",
+    "RunCheckpoints",
+    "RunHooks",
+    "RunOutcome",
+    "estimate_flops",
+    "execute_runs",
+    "plan_batches",
+]
 
 
 class RunHooks(Protocol):
@@ -45,6 +53,26 @@ class RunHooks(Protocol):
     def on_metrics(self, index: int, rows: Sequence[MetricRow]) -> None: ...
 
     def should_cancel(self, index: int) -> bool: ...
+
+
+class RunCheckpoints(Protocol):
+    """Where an executor keeps runs' checkpoints (``index`` as in :class:`RunHooks`).
+
+    The engine saves the runs of a batch together every ``every`` steps, and before training a batch asks
+    for each run's last checkpoint: it resumes only when every run of the batch has one, all at the
+    same step (a re-queued batch may come back re-grouped); otherwise it trains from scratch.
+    ``started`` tells the executor which it was, so that it can drop what the lost steps recorded.
+    """
+
+    every: int
+
+    def load(self, index: int) -> dict[str, Any] | None: ...
+
+    def save(self, checkpoints: dict[int, dict[str, Any]]) -> None:
+        """The checkpoints of one batch's runs (by index), all taken at the same step."""
+        ...
+
+    def started(self, index: int, checkpoint: dict[str, Any] | None) -> None: ...
 
 
 @dataclass
@@ -202,8 +230,13 @@ def execute_runs(
     hooks: RunHooks | None = None,
     *,
     batch: bool = True,
+    checkpoints: RunCheckpoints | None = None,
 ) -> list[RunOutcome]:
-    """Train every run (stacked in batches unless ``batch`` is false) and write its files."""
+    """Train every run (stacked in batches unless ``batch`` is false) and write its files.
+
+    With ``checkpoints``, each batch resumes from its runs' last checkpoints when it can (see
+    :class:`RunCheckpoints`) and saves new ones as it trains.
+    """
     if len(specs) != len(out_dirs):
         raise ValueError(f"{len(specs)} specs but {len(out_dirs)} output folders")
     batches = plan_batches(specs) if batch else [[i] for i in range(len(specs))]
@@ -212,16 +245,63 @@ def execute_runs(
         for i in indices:
             if hooks is not None:
                 hooks.on_start(i)
-        outcomes.update(_execute_batch(specs, out_dirs, indices, hooks))
+        outcomes.update(_execute_batch(specs, out_dirs, indices, hooks, checkpoints))
     return [outcomes[i] for i in range(len(specs))]
 
 
+def resumable(checkpoints: Sequence[dict[str, Any] | None], specs: Sequence[RunSpec]) -> bool:
+    """Whether a batch can resume from these checkpoints: one per run, its own spec, one step.
+
+    >>> resumable([None], [])
+    False
+    """
+    if not checkpoints or len(checkpoints) != len(specs) or any(c is None for c in checkpoints):
+        return False
+    steps = {c["step"] for c in checkpoints if c is not None}
+    same_specs = all(
+        c is not None and RunSpec.model_validate(c["spec"]).spec_hash() == spec.spec_hash()
+        for c, spec in zip(checkpoints, specs, strict=True)
+    )
+    return len(steps) == 1 and same_specs
+
+
+def _start(trainer: BatchTrainer, indices: Sequence[int], checkpoints: RunCheckpoints) -> None:
+    """Restore the trainer from its runs' checkpoints when they allow it; tell the executor which."""
+    from gni_engine.checkpoint import restore
+
+    found = [checkpoints.load(i) for i in indices]
+    resume = resumable(found, trainer.specs)
+    if resume:
+        restore(trainer, [c for c in found if c is not None])
+    for i, checkpoint in zip(indices, found, strict=True):
+        checkpoints.started(i, checkpoint if resume else None)
+
+
+def _checkpointer(indices: Sequence[int], checkpoints: RunCheckpoints) -> Callable[[BatchTrainer], None]:
+    from gni_engine.checkpoint import run_checkpoint
+
+    def save(trainer: BatchTrainer) -> None:
+        checkpoints.save({i: run_checkpoint(trainer, e) for e, i in enumerate(indices)})
+
+    return save
+
+
 def _execute_batch(
-    specs: Sequence[RunSpec], out_dirs: Sequence[Path], indices: Sequence[int], hooks: RunHooks | None
+    specs: Sequence[RunSpec],
+    out_dirs: Sequence[Path],
+    indices: Sequence[int],
+    hooks: RunHooks | None,
+    checkpoints: RunCheckpoints | None = None,
 ) -> dict[int, RunOutcome]:
     try:
         trainer = BatchTrainer([specs[i] for i in indices], callbacks=_BatchHooks(hooks, indices))
-        states = trainer.run()
+        if checkpoints is None:
+            states = trainer.run()
+        else:
+            _start(trainer, indices, checkpoints)
+            states = trainer.run(
+                checkpoint_every=checkpoints.every, on_checkpoint=_checkpointer(indices, checkpoints)
+            )
     except GNIError as error:
         return {i: RunOutcome(i, "failed", {}, error.message) for i in indices}
     out: dict[int, RunOutcome] = {}

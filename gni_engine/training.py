@@ -326,8 +326,17 @@ class BatchTrainer:
             state.summary.update(summaries[e])
 
     # --------------------------------------------------------------------------------------- run
-    def run(self) -> list[RunState]:
-        """Train every run to its last step (or failure/cancellation) and summarise them."""
+    def run(
+        self,
+        *,
+        checkpoint_every: int = 0,
+        on_checkpoint: Callable[[BatchTrainer], None] | None = None,
+    ) -> list[RunState]:
+        """Train every run to its last step (or failure/cancellation) and summarise them.
+
+        With ``on_checkpoint``, it is called every ``checkpoint_every`` steps (before the last), after
+        that step's records: the state it sees is exactly what a resumed trainer continues from.
+        """
         start = time.perf_counter()
         total = self.first.training.steps
         every = self.first.analyses.record_every
@@ -345,6 +354,9 @@ class BatchTrainer:
                 for e, state in enumerate(self.states):
                     if state.status == "running":
                         self.callbacks.on_progress(e, self.step, total)
+            if on_checkpoint is not None and checkpoint_every > 0 and self.step < total:
+                if self.step % checkpoint_every == 0 and bool(self.active.any()):
+                    on_checkpoint(self)
         self.summarise()
         wall = time.perf_counter() - start
         for e, state in enumerate(self.states):

@@ -14,15 +14,14 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from gni_service.context import build_artifact_store
 from gni_service.db import Database
 from gni_service.executor.claims import ClaimedRun, claim_batch, requeue_runs, runs_table
+from gni_service.executor.retrying import is_infrastructure_error
 from gni_service.experiments import refresh_experiment
 from gni_service.models import Run, RunStatus, utcnow
 from gni_service.settings import get_settings
-from gni_service.storage import StorageError
 
 if TYPE_CHECKING:
     from gni_service.executor.batch import BatchContext
@@ -62,12 +61,6 @@ def close_worker_context() -> None:
     if worker_context.cache_info().currsize:
         worker_context().database.dispose()
     worker_context.cache_clear()
-
-
-def is_infrastructure_error(error: BaseException) -> bool:
-    if isinstance(error, OperationalError | StorageError | ConnectionError | TimeoutError):
-        return True
-    return isinstance(error, DBAPIError) and error.connection_invalidated
 
 
 def handle_batch(context: BatchContext, batch_key: str) -> BatchReport:
@@ -110,7 +103,12 @@ def _settle_quietly(context: BatchContext, runs: list[ClaimedRun], *, failed: st
     try:
         with context.database.transaction() as session:
             if failed is None:
-                requeue_runs(session, [run.id for run in runs], reason="re-queued: infrastructure error")
+                requeue_runs(
+                    session,
+                    [run.id for run in runs],
+                    reason="re-queued: infrastructure error",
+                    attempts={run.id: run.attempt for run in runs},
+                )
             else:
                 for run in runs:
                     session.execute(

@@ -153,10 +153,10 @@ class LeaseReaper:
         while not self._stop.wait(self._settings.reaper_interval_s):
             try:
                 self.run_once()
-            except Exception:
-                # The database or the broker is away: judge no lease until it has been back a while.
+            except Exception as error:
+                # The database is away: judge no lease until it has been back for a whole lease.
                 self._reachable_since = None
-                log.warning("lease reaper pass failed", exc_info=True)
+                log.warning("lease reaper pass failed: %s: %s", type(error).__name__, error)
 
     def run_once(self) -> ReapReport:
         """One pass: expired leases, then batches whose messages may be lost."""
@@ -166,7 +166,7 @@ class LeaseReaper:
         if self._reachable_since is None:
             self._reachable_since = now
         report = ReapReport()
-        if now - self._reachable_since >= settings.lease_timeout_s:
+        if now - self._reachable_since >= settings.lease_timeout_s and self._any_expired():
             with self._database.transaction() as session:
                 report = expire_leases(
                     session, lease_timeout_s=settings.lease_timeout_s, max_attempts=settings.max_attempts
@@ -192,15 +192,29 @@ class LeaseReaper:
         if keys:
             self._announce(sorted(keys))
             self._announced_at.update(dict.fromkeys(keys, now))
-        self._announced_at = {k: t for k, t in self._announced_at.items() if k in waiting or k in keys}
+        # Forget announcements old enough to restrict nothing any more.
+        horizon = now - settings.requeue_queued_after_s
+        self._announced_at = {k: t for k, t in self._announced_at.items() if t > horizon}
         return report
+
+    def _any_expired(self) -> bool:
+        """A read first: the write transaction (a lock, on SQLite) only when there is work."""
+        cutoff = utcnow() - timedelta(seconds=self._settings.lease_timeout_s)
+        with self._database.reading() as session:
+            found = session.scalar(
+                select(Run.id)
+                .where(Run.status == RunStatus.running)
+                .where((Run.heartbeat_at < cutoff) | Run.heartbeat_at.is_(None))
+                .limit(1)
+            )
+        return found is not None
 
     def _broker_reset(self) -> bool:
         if self._broker_was_reset is None:
             return False
         try:
             return self._broker_was_reset()
-        except Exception:
+        except Exception as error:
             # Down now: once it is back (empty, if it restarted), the next pass finds out.
-            log.warning("cannot ask the broker whether it lost its messages", exc_info=True)
+            log.warning("cannot ask the broker whether it lost its messages: %s", error)
             return False

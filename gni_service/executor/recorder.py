@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, delete, insert, or_, select, update
 from gni_service.db import Database
 from gni_service.executor.claims import ClaimedRun, runs_table
 from gni_service.executor.retrying import is_infrastructure_error, retry_infrastructure
+from gni_service.experiments import refresh_experiment
 from gni_service.metrics import finite_or_none
 from gni_service.models import MetricPoint, Run, RunStatus, utcnow
 
@@ -56,6 +57,9 @@ class BatchRecorder:
         self._last_flush = clock()
         self._last_cancel_poll = float("-inf")
         self._cancelled: set[int] = set()
+        self._asked: set[int] = set()
+        self._recorded_cancels: set[int] = set()
+        self._last_step: dict[int, int] = {}
         self.metric_rows_written = 0
 
     # ------------------------------------------------------------------------------ RunHooks
@@ -66,6 +70,7 @@ class BatchRecorder:
     def on_progress(self, index: int, step: int, total: int) -> None:
         with self._lock:
             self._progress[index] = step
+            self._last_step[index] = step
         self._flush_if_due()
 
     def on_metrics(self, index: int, rows: Sequence[MetricRow]) -> None:
@@ -110,7 +115,38 @@ class BatchRecorder:
         if now - self._last_cancel_poll >= self._cancel_poll_interval_s:
             self._last_cancel_poll = now
             self._poll_cancellations()
-        return index in self._cancelled
+        if index not in self._cancelled:
+            return False
+        if index in self._asked and index not in self._recorded_cancels:
+            self._record_cancel(index)
+        return True
+
+    def _record_cancel(self, index: int) -> None:
+        """Mark a run cancelled as it stops, not when its batch-mates finish (best effort)."""
+        run = self._runs[index]
+        step = self._last_step.get(index, 0)
+        try:
+            with self._database.transaction() as session:
+                session.execute(
+                    update(runs_table)
+                    .where(
+                        runs_table.c.id == run.id,
+                        runs_table.c.attempt == run.attempt,
+                        runs_table.c.status == RunStatus.running.value,
+                    )
+                    .values(
+                        status=RunStatus.cancelled.value,
+                        finished_at=utcnow(),
+                        progress_step=step,
+                        error=f"cancelled at step {step}",
+                    )
+                )
+                refresh_experiment(session, run.experiment_id)
+        except Exception as error:
+            if not is_infrastructure_error(error):
+                raise
+            return  # recorded with the batch's outcomes instead
+        self._recorded_cancels.add(index)
 
     # ------------------------------------------------------------------------------- writing
     def cancelled_by_request(self) -> set[int]:
@@ -126,17 +162,24 @@ class BatchRecorder:
         statement = select(Run.id, Run.attempt, Run.status, Run.cancel_requested).where(Run.id.in_(list(ids)))
         try:
             with self._database.reading() as session:
-                found = {
-                    ids[run_id]
-                    for run_id, attempt, status, cancel in session.execute(statement)
-                    if cancel or status != RunStatus.running or attempt != attempts[run_id]
-                }
+                rows = session.execute(statement).all()
         except Exception as error:
             if not is_infrastructure_error(error):
                 raise
             return  # the database is away: keep training, ask again later
+        found = {
+            ids[run_id]
+            for run_id, attempt, status, cancel in rows
+            if cancel or status != RunStatus.running or attempt != attempts[run_id]
+        }
+        asked = {
+            ids[run_id]
+            for run_id, attempt, status, cancel in rows
+            if cancel and status == RunStatus.running and attempt == attempts[run_id]
+        }
         with self._lock:
             self._cancelled = found
+            self._asked |= asked
 
     def _flush_if_due(self) -> None:
         if self._clock() - self._last_flush >= self._progress_interval_s:

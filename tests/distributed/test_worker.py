@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -95,14 +96,19 @@ def test_a_database_failure_while_recording_requeues_the_runs(context, monkeypat
     [key] = _submit(context, SPEC)
     import gni_service.executor.batch as batch_module
 
+    calls = []
+
     def lost_connection(*args, **kwargs):
+        calls.append(1)
         raise OperationalError("UPDATE runs", {}, ConnectionError("server closed the connection"))
 
     monkeypatch.setattr(batch_module, "_record_outcomes", lost_connection)
+    settings = context.settings.model_copy(update={"infrastructure_retry_s": 1.0})
     with pytest.raises(InfrastructureError):
-        handle_batch(context, key)
+        handle_batch(dataclasses.replace(context, settings=settings), key)
     [run] = _runs(context)
     assert run.status.value == "queued" and run.attempt == 1
+    assert len(calls) > 1  # backed off and tried again before giving the batch back
 
 
 def test_a_bug_is_recorded_as_failure_before_it_propagates(context, monkeypatch):

@@ -1,0 +1,72 @@
+"""The lease reaper's schedule, on SQLite with a fake clock: no server, no waiting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import update
+
+from gni_service.db import Database
+from gni_service.executor.claims import claim_batch
+from gni_service.executor.leases import LeaseReaper
+from gni_service.migrate import upgrade_database
+from gni_service.models import Run, RunStatus, utcnow
+from gni_service.settings import ServiceSettings
+
+from .scenario import runs_of, submit, with_steps
+
+
+def test_the_reaper_judges_leases_only_after_a_whole_lease_of_database_and_reannounces(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'leases.sqlite3'}"
+    upgrade_database(url)
+    settings = ServiceSettings(
+        data_folder=tmp_path, database_url=url, lease_timeout_s=10, requeue_queued_after_s=30
+    )
+    database = Database(url)
+    running_id, [running_key] = submit(database, with_steps(10))
+    _, [waiting_key] = submit(database, with_steps(11))
+    long_ago = utcnow() - timedelta(hours=1)
+    with database.transaction() as session:
+        claim_batch(session, running_key)
+        session.execute(update(Run).where(Run.batch_key == running_key).values(heartbeat_at=long_ago))
+
+    announced: list[list[str]] = []
+    resets = [True]  # the first question finds the broker without its marker
+    now = [0.0]
+    reaper = LeaseReaper(
+        database,
+        settings,
+        lambda keys: announced.append(list(keys)),
+        broker_was_reset=lambda: resets.pop() if resets else False,
+        clock=lambda: now[0],
+    )
+
+    first = reaper.run_once()  # just reached the database: no lease is judged yet
+    assert first.requeued == []
+    assert announced == [[waiting_key]]  # the broker lost its messages: every queued batch again
+    assert [run.status for run in runs_of(database, running_id)] == [RunStatus.running]
+
+    now[0] = 10.0
+    second = reaper.run_once()
+    assert len(second.requeued) == 1 and second.batch_keys == {running_key}
+    assert announced[-1] == [running_key]
+    [run] = runs_of(database, running_id)
+    assert run.status == RunStatus.queued and run.error and "stopped heartbeating" in run.error
+
+    # A batch waiting unclaimed for longer than requeue_queued_after_s is announced again, but
+    # not more than once per that interval.
+    with database.transaction() as session:
+        session.execute(update(Run).where(Run.batch_key == waiting_key).values(queued_at=long_ago))
+    now[0] = 11.0
+    reaper.run_once()
+    assert waiting_key not in _flatten(announced[2:])  # announced at 0 s: too recent
+    now[0] = 31.0
+    reaper.run_once()
+    assert waiting_key in _flatten(announced[2:])
+    database.dispose()
+
+
+def _flatten(lists: Sequence[Sequence[str]]) -> list[str]:
+    return [item for keys in lists for item in keys]
