@@ -51,7 +51,15 @@ def time_modes(args: argparse.Namespace) -> dict[str, float]:
                 trainer.train_step()
             _sync()
             samples[mode].append((time.perf_counter() - start) / 5)
-    return {f"step_{mode}": statistics.median(values) for mode, values in samples.items()}
+    out = {f"step_{mode}": statistics.median(values) for mode, values in samples.items()}
+    for mode in ("gni", "explicit"):  # ratios within a round, where load is most alike
+        ratios = [m / b for m, b in zip(samples[mode], samples["baseline"], strict=True)]
+        quartiles = statistics.quantiles(ratios, n=4)
+        print(
+            f"{mode}/baseline per-round ratio: median {statistics.median(ratios):.3f}, "
+            f"IQR {quartiles[0]:.3f}–{quartiles[2]:.3f} over {len(ratios)} rounds"
+        )
+    return out
 
 
 def time_regulariser(method: str, args: argparse.Namespace) -> float:

@@ -15,6 +15,7 @@ same noise whether it trains alone or stacked with others.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -43,6 +44,17 @@ class NoiseScales:
         mult = torch.tensor([k == "multiplicative" for k in kinds], device=device).unsqueeze(1)
         zero = torch.zeros_like(s)
         return cls(torch.where(mult, zero, s), torch.where(mult, s, zero))
+
+    @functools.cached_property
+    def has_additive(self) -> list[bool]:
+        """Per point: does any run inject additive noise there."""
+        flags: list[bool] = (self.additive != 0).any(0).tolist()
+        return flags
+
+    @functools.cached_property
+    def has_multiplicative(self) -> list[bool]:
+        flags: list[bool] = (self.multiplicative != 0).any(0).tolist()
+        return flags
 
     @property
     def active(self) -> torch.Tensor:
@@ -86,8 +98,20 @@ class NoisePlan:
         self.active_rows: list[list[bool]] = active.tolist()
         self.run_draws: list[bool] = active.any(1).tolist()
         self.point_active: list[bool] = active.any(0).tolist()
-        self.has_additive: list[bool] = (scales.additive != 0).any(0).tolist()
-        self.has_multiplicative: list[bool] = (scales.multiplicative != 0).any(0).tolist()
+        self.has_additive = scales.has_additive
+        self.has_multiplicative = scales.has_multiplicative
+        self._views: dict[tuple[int, int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def coefficients(self, k: int, dims: int, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point k's additive and multiplicative scales times ``sign``, shaped (E, 1, …), cached."""
+        key = (k, dims, sign)
+        if key not in self._views:
+            view = (-1,) + (1,) * (dims - 1)
+            self._views[key] = (
+                self.scales.additive[:, k].reshape(view) * sign,
+                self.scales.multiplicative[:, k].reshape(view) * sign,
+            )
+        return self._views[key]
 
     @property
     def any_noise(self) -> bool:
@@ -140,9 +164,7 @@ class NoiseSampler:
             if not plan.point_active[k]:
                 return h
             eps = self._noise(k, h)
-            view = (-1,) + (1,) * (h.dim() - 1)
-            a = plan.scales.additive[:, k].reshape(view) * sign
-            m = plan.scales.multiplicative[:, k].reshape(view) * sign
+            a, m = plan.coefficients(k, h.dim(), sign)
             if not plan.has_multiplicative[k]:  # the common case in one fused op: h + ε a
                 return torch.addcmul(h, eps, a)
             if not plan.has_additive[k]:  # h (1 + m ε)

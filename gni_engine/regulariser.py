@@ -99,9 +99,9 @@ def _terms(fwd: Forward, vjps: list[torch.Tensor], scales: NoiseScales) -> torch
         add = scales.additive[:, k]
         mul = scales.multiplicative[:, k]
         term = torch.zeros(e, dtype=a.dtype, device=a.device)
-        if bool((add != 0).any()):
+        if scales.has_additive[k]:
             term = term + add.pow(2) * a.reshape(e, r, n, -1).pow(2).sum((1, 3)).mean(1)
-        if bool((mul != 0).any()):
+        if scales.has_multiplicative[k]:
             h = fwd.inputs[k].unsqueeze(1)
             term = term + mul.pow(2) * (h * a).reshape(e, r, n, -1).pow(2).sum((1, 3)).mean(1)
         terms.append(0.5 * term)

@@ -87,8 +87,12 @@ class StackedMLP:
         out: list[torch.Tensor] = []
         for k in range(len(self.weights) - 1, -1, -1):
             if k < len(self.weights) - 1:
-                dphi = activation_derivative(self.activation, fwd.pre_activations[k])  # (E, N, d_{k+1})
-                a = (a.reshape(e, r, n, -1) * dphi.unsqueeze(1)).reshape(e, r * n, -1)
+                z = fwd.pre_activations[k].unsqueeze(1)  # (E, 1, N, d_{k+1})
+                if self.activation == "relu":  # φ' is a mask: one select instead of building it
+                    gated = torch.where(z > 0, a.reshape(e, r, n, -1), 0.0)
+                else:
+                    gated = a.reshape(e, r, n, -1) * activation_derivative(self.activation, z)
+                a = gated.reshape(e, r * n, -1)
             a = torch.bmm(a, self.weights[k].transpose(1, 2))  # (E, R·N, d_k)
             out.append(a.reshape(e, r, n, -1))
         return out[::-1]
