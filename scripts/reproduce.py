@@ -21,11 +21,8 @@ from gni_engine.presets import PRESET_NAMES, run_preset
 
 # Scaled-down settings for a CPU: (steps, seeds, overrides). None keeps the paper's value.
 CPU_SCALE: dict[str, tuple[int | None, int | None, dict[str, Any]]] = {
-    "spectral-bias": (
-        1500,
-        2,
-        {"model.hidden": [64] * 5, "training.lr": 1e-3, "analyses.noise_gap_samples": 16},
-    ),
+    # The paper's network; 6,000 Adam steps at lr 1e-3 instead of 60,000 at 3e-4.
+    "spectral-bias": (6000, 2, {"training.lr": 1e-3, "analyses.noise_gap_samples": 16}),
     "regulariser-validity": (None, 10, {"model.hidden": [64] * 6, "analyses.noise_gap_samples": 128}),
     "explicit-vs-gni": (None, 3, {"analyses.noise_gap_samples": 8}),
     "calibration-margins": (1500, 2, {"analyses.noise_gap_samples": 8}),

@@ -10,7 +10,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.gni-installed
-want="$(sha256sum pyproject.toml | cut -c1-16)-torch${TORCH_VERSION}"
+want="$(cat pyproject.toml sdk/pyproject.toml | sha256sum | cut -c1-16)-torch${TORCH_VERSION}"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
