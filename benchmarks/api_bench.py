@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -256,7 +257,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary data folder")
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a dedicated database (its tables are created there); default: SQLite in a temp folder",
+    )
+    parser.add_argument(
+        "--postgres-server",
+        default=None,
+        help="a PostgreSQL server URL (postgresql+psycopg://user@host:port): "
+        "a fresh database is created there and dropped afterwards",
+    )
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
@@ -264,6 +275,11 @@ def main() -> None:
     args = parser.parse_args()
     data_folder = Path(tempfile.mkdtemp(prefix="gni-bench-"))
     database_url = args.database_url or f"sqlite:///{data_folder / 'gni.sqlite3'}"
+    scratch = None
+    if args.postgres_server:
+        scratch = f"gni_bench_{uuid.uuid4().hex[:8]}"
+        _admin(args.postgres_server, f'CREATE DATABASE "{scratch}"')
+        database_url = f"{args.postgres_server.rstrip('/')}/{scratch}"
     port = free_port()
     server = start_server(data_folder, database_url, port, args.workers)
     base_url = f"http://127.0.0.1:{port}"
@@ -288,7 +304,18 @@ def main() -> None:
         server.terminate()
         server.wait(30)
         shutil.rmtree(data_folder, ignore_errors=True)
+        if scratch is not None:
+            _admin(args.postgres_server, f'DROP DATABASE IF EXISTS "{scratch}" WITH (FORCE)')
     print(json.dumps(results, indent=2))
+
+
+def _admin(server_url: str, statement: str) -> None:
+    """Run one statement on the server's ``postgres`` database, outside a transaction."""
+    import psycopg
+
+    dsn = server_url.replace("postgresql+psycopg://", "postgresql://").rstrip("/") + "/postgres"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(statement.encode())
 
 
 if __name__ == "__main__":
