@@ -100,7 +100,8 @@ def _terms(fwd: Forward, vjps: list[torch.Tensor], scales: NoiseScales) -> torch
         mul = scales.multiplicative[:, k]
         term = torch.zeros(e, dtype=a.dtype, device=a.device)
         if scales.has_additive[k]:
-            term = term + add.pow(2) * a.reshape(e, r, n, -1).pow(2).sum((1, 3)).mean(1)
+            flat = a.reshape(e, 1, -1)  # Σ over vectors, examples and features of a²: one batched dot
+            term = term + add.pow(2) * torch.bmm(flat, flat.transpose(1, 2)).reshape(e) / n
         if scales.has_multiplicative[k]:
             h = fwd.inputs[k].unsqueeze(1)
             term = term + mul.pow(2) * (h * a).reshape(e, r, n, -1).pow(2).sum((1, 3)).mean(1)

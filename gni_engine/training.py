@@ -232,7 +232,8 @@ class BatchTrainer:
         sampler = NoiseSampler(self.train_noise, self.noise_generators, n_examples=int(x.shape[1]))
         perturb = sampler.perturb() if needs_noise else None
         with precision_context(self.precision, self.device):
-            x_in = x.detach().requires_grad_(True) if needs_r else x
+            # autograd's vector–Jacobian products need the input in the graph; the MLP recursion does not
+            x_in = x.detach().requires_grad_(True) if needs_r and self.net.point_sizes() is None else x
             fwd = self.net.forward(x_in, perturb)
             losses = run_losses(self.loss, fwd.output.to(self.dtype), y)
             if needs_r:
