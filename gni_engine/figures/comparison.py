@@ -181,7 +181,7 @@ def dynamics_figure(groups: list[Group], out: Path) -> dict[str, Path]:
         image = draw_heatmap(ax, steps, freqs, mean)
         ax.set_title(g.label)
     assert image is not None
-    fig.colorbar(image, ax=list(axes), label="learned amplitude 2|c_K| / A_K (mean over seeds)")
+    fig.colorbar(image, ax=list(axes), label="amplitude 2|c_K|/A_K, seed mean")
     fig.suptitle("Spectral dynamics: amplitude of each target frequency over training")
     return save(fig, out, "spectral_dynamics")
 
