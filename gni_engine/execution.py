@@ -169,7 +169,7 @@ def estimate_flops(spec: RunSpec) -> float:
     input_shape, n_outputs = input_output_dims(spec)
     n_points = _train_points(spec)
     examples = min(n_points, spec.training.batch_size or n_points)
-    return flops_per_step(spec, math.prod(input_shape), n_outputs, examples) * spec.training.steps
+    return flops_per_step(spec, input_shape, n_outputs, examples) * spec.training.steps
 
 
 def write_run_files(state: RunState, out_dir: Path, label: str | None = None) -> dict[str, Path]:

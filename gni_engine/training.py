@@ -13,6 +13,7 @@ initial weights for a given seed:
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -412,15 +413,31 @@ def train_run(spec: RunSpec, *, callbacks: BatchCallbacks | None = None) -> RunS
     return state
 
 
-def flops_per_step(spec: RunSpec, n_inputs: int, n_outputs: int, n_examples: int) -> float:
-    """Approximate training FLOPs of one step (2 per multiply-add; backward ≈ 2× forward)."""
+def forward_macs(spec: RunSpec, input_shape: Sequence[int], n_outputs: int) -> int:
+    """Multiply-adds of one example's forward pass (matmuls and convolutions).
+
+    >>> from gni_engine.spec import RunSpec
+    >>> forward_macs(RunSpec.model_validate({"model": {"hidden": [4, 4]}}), (1,), 1)
+    24
+    """
     from gni_engine.spec import MLPSpec
 
     if isinstance(spec.model, MLPSpec):
-        dims = [n_inputs, *spec.model.hidden, n_outputs]
-        macs = sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
-    else:
-        macs = 10 * n_inputs * spec.model.channels[0]  # rough: convs dominate, this is an estimate
+        dims = [math.prod(input_shape), *spec.model.hidden, n_outputs]
+        return sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+    channels, height, width = input_shape
+    k, s = spec.model.kernel_size, spec.model.stride
+    macs = 0
+    for out_channels in spec.model.channels:  # each conv: output positions × (in channels × k × k)
+        height, width = (height - k) // s + 1, (width - k) // s + 1
+        macs += height * width * out_channels * channels * k * k
+        channels = out_channels
+    return macs + channels * height * width * n_outputs
+
+
+def flops_per_step(spec: RunSpec, input_shape: Sequence[int], n_outputs: int, n_examples: int) -> float:
+    """Approximate training FLOPs of one step (2 per multiply-add; backward ≈ 2× forward)."""
+    macs = forward_macs(spec, input_shape, n_outputs)
     factor = 6.0
     if spec.training.mode == "explicit":
         factor = 12.0 * max(

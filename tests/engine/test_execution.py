@@ -111,3 +111,20 @@ def test_results_record_device_and_precision(tmp_path: Path):
     assert outcome.summary["precision"] == "fp32"
     assert outcome.summary["engine_version"]
     assert torch.__version__ == outcome.summary["torch_version"]
+
+
+def test_cost_estimates_count_matmuls_and_convolutions():
+    from gni_engine.execution import estimate_flops
+    from gni_engine.training import forward_macs
+
+    conv = parse_run_spec(
+        {
+            "task": "classification",
+            "data": {"name": "cifar10", "flatten": False},
+            "model": {"kind": "convnet"},
+        }
+    )
+    # 3×32×32, 4×4 stride 2: 15×15×32 outputs × 3·16, then 6×6×128 × 32·16, then a dense 128·36 → 10
+    assert forward_macs(conv, (3, 32, 32), 10) == 15 * 15 * 32 * 48 + 6 * 6 * 128 * 512 + 128 * 36 * 10
+    mlp = _spec()  # 1 → 6 → 1 on 32 points, full batch, 6 steps, gni with one draw
+    assert estimate_flops(mlp) == 6.0 * (1 * 6 + 6 * 1) * 32 * 6
