@@ -28,12 +28,9 @@ import pytest
 import redis
 
 from gni_service.migrate import upgrade_database
+from tests.support import missing_service
 
-
-def missing(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+missing = missing_service
 
 
 def free_port() -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from gni_service.db import Database
 from gni_service.migrate import upgrade_database
 from gni_service.settings import ServiceSettings
 from gni_service.storage import LocalArtifactStore
+from tests.support import RecordingExecutor, missing_service
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -59,10 +60,7 @@ def security_postgres_template() -> Iterator[str]:
     try:
         url = _new_database()
     except psycopg.Error as error:
-        message = f"PostgreSQL is not reachable at {make_url(_admin_url())!r}: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(f"PostgreSQL is not reachable at {make_url(_admin_url())!r}: {error}")
     try:
         upgrade_database(url)
         yield str(make_url(url).database)
@@ -90,29 +88,6 @@ def sqlite_url(tmp_path: Path) -> str:
     url = f"sqlite:///{tmp_path / 'security.sqlite3'}"
     upgrade_database(url)
     return url
-
-
-class RecordingExecutor:
-    """Trains nothing; remembers what it was given."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-        self.running = False
-
-    def start(self) -> None:
-        self.running = True
-
-    def enqueue(self, batch_keys: Sequence[str]) -> None:
-        self.enqueued.extend(batch_keys)
-
-    def stop(self, timeout: float | None = None) -> None:
-        self.running = False
-
-    def check(self) -> None:
-        if not self.running:
-            raise RuntimeError("not started")
 
 
 class AppHandle:

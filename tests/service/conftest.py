@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -29,6 +29,7 @@ from gni_service.db import Database, create_db_engine
 from gni_service.migrate import upgrade_database
 from gni_service.settings import ServiceSettings
 from gni_service.storage import LocalArtifactStore
+from tests.support import RecordingExecutor, missing_service
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -46,10 +47,7 @@ def _require_postgres() -> None:
         with psycopg.connect(_libpq(postgres_admin_url()), connect_timeout=3):
             pass
     except psycopg.Error as error:
-        message = f"PostgreSQL is not reachable at {make_url(postgres_admin_url())!r}: {error}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(f"PostgreSQL is not reachable at {make_url(postgres_admin_url())!r}: {error}")
 
 
 def _admin(statement: str) -> None:
@@ -138,27 +136,6 @@ def session(shared_url: str) -> Iterator[Session]:
 
 
 # ------------------------------------------------------------------------------------- the app
-class RecordingExecutor:
-    """A test double: remembers the batches it was given and trains nothing."""
-
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.enqueued: list[str] = []
-        self.running = False
-
-    def start(self) -> None:
-        self.running = True
-
-    def enqueue(self, batch_keys: Sequence[str]) -> None:
-        self.enqueued.extend(batch_keys)
-
-    def stop(self, timeout: float | None = None) -> None:
-        self.running = False
-
-    def check(self) -> None:
-        if not self.running:
-            raise RuntimeError("not started")
 
 
 @pytest.fixture
