@@ -1,13 +1,14 @@
 """SGD and Adam over stacked parameters, with a learning rate per run.
 
-The update of run e is exactly that of ``torch.optim.SGD`` / ``torch.optim.Adam`` (single-tensor
-form, same operation order) applied to run e alone, so a stacked batch and one-at-a-time training
-agree to rounding. Runs whose ``active`` flag is off are left untouched.
+The update of run e is that of ``torch.optim.SGD`` / ``torch.optim.Adam`` applied to run e alone, so
+a stacked batch and one-at-a-time training agree to rounding. Runs whose ``active`` flag is off are
+left untouched. Adam runs as PyTorch's fused kernel (the one behind ``Adam(fused=True)``): one pass
+over each parameter instead of some ten elementwise ops, which were a quarter of a stacked CPU step.
+Its learning rate is one number per call, so runs are grouped by learning rate (usually one group).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +36,7 @@ class StackedOptimiser:
         self.step_count = 0
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
         self._views: dict[tuple[str, int], torch.Tensor] = {}
+        self._lr_values: list[float] | None = None
 
     def _per_run(self, name: str, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``values`` (E,) shaped to broadcast over ``like`` and in its dtype, cached per shape."""
@@ -48,32 +50,60 @@ class StackedOptimiser:
         """One update; ``active`` (E,) bool. Gradients of inactive runs are ignored (they may be NaN)."""
         self.step_count += 1
         all_active = bool(active.all())
+        if self.kind == "adam":
+            self._fused_adam(grads, active, all_active)
+            return
         for p, g, state in zip(self.params, grads, self.state, strict=True):
             mask = None
             if not all_active:  # rare: a run failed or was cancelled; keep its NaNs out of the update
                 mask = active.reshape((-1,) + (1,) * (p.dim() - 1))
                 g = torch.where(mask, g, torch.zeros_like(g))
-            if self.kind == "adam":
-                self._adam(p, g, state, mask)
-            else:
-                self._sgd(p, g, state, mask)
+            self._sgd(p, g, state, mask)
 
-    def _adam(
-        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor | None
-    ) -> None:
+    def _lr_groups(self, active: torch.Tensor, all_active: bool) -> list[tuple[float, list[int] | None]]:
+        """(learning rate, runs) pairs covering the active runs; ``None`` means every run."""
+        if self._lr_values is None:
+            self._lr_values = [float(v) for v in self.lr.tolist()]
+        values = self._lr_values
+        if all_active and len(set(values)) == 1:
+            return [(values[0], None)]
+        flags: list[bool] = active.tolist()
+        groups: dict[float, list[int]] = {}
+        for e, (value, on) in enumerate(zip(values, flags, strict=True)):
+            if on:
+                groups.setdefault(value, []).append(e)
+        return list(groups.items())
+
+    def _fused_adam(self, grads: Sequence[torch.Tensor], active: torch.Tensor, all_active: bool) -> None:
+        for state, p in zip(self.state, self.params, strict=True):
+            if not state:
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
         beta1, beta2 = self.betas
-        if not state:
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - beta1)
-        exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-        bias_correction1 = 1 - beta1**self.step_count
-        bias_correction2 = 1 - beta2**self.step_count
-        step_size = self._per_run("lr", self.lr, p) / bias_correction1
-        denom = (exp_avg_sq.sqrt() / math.sqrt(bias_correction2)).add_(self.eps)
-        update = (exp_avg / denom) * -step_size
-        p.add_(update if mask is None else torch.where(mask, update, torch.zeros_like(update)))
+        # the fused kernel walks memory in order: a transposed gradient (from bmm) must be made dense
+        grads = [g.contiguous() for g in grads]
+        step = torch.tensor(float(self.step_count), device=self.params[0].device)
+        for lr, runs in self._lr_groups(active, all_active):
+
+            def pick(tensors: Sequence[torch.Tensor], runs: list[int] | None = runs) -> list[torch.Tensor]:
+                return list(tensors) if runs is None else [t[e] for t in tensors for e in runs]
+
+            params = pick(self.params)
+            torch._fused_adam_(
+                params,
+                pick(grads),
+                pick([s["exp_avg"] for s in self.state]),
+                pick([s["exp_avg_sq"] for s in self.state]),
+                [],
+                [step] * len(params),
+                lr=lr,
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=0.0,
+                eps=self.eps,
+                amsgrad=False,
+                maximize=False,
+            )
 
     def _sgd(
         self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor | None
