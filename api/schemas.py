@@ -13,7 +13,7 @@ from gni_engine.sweep import SweepSpec
 from gni_service.aggregate import Aggregate
 from gni_service.experiments import ExperimentPlan, ExperimentProgress
 from gni_service.metrics import MetricSeries
-from gni_service.models import Artifact, Experiment, Run, RunStatus
+from gni_service.models import Artifact, Experiment, FiguresState, Run, RunStatus
 
 JsonDict = dict[str, JsonValue]
 
@@ -85,6 +85,14 @@ class ExperimentCreate(Strict):
         None, min_length=1, max_length=64, description="A preset name instead of base/axes."
     )
     overrides: PresetOverrides | None = Field(None, description="Only with preset.")
+    reuse_results: bool = Field(
+        False,
+        description=(
+            "Runs whose spec (canonical hash) you already trained to success with this engine version "
+            "are created succeeded with that run's summary, metrics and artifacts (reused_from names "
+            "it) instead of training again; the others are queued."
+        ),
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -159,6 +167,10 @@ class ExperimentOut(BaseModel):
     updated_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    figures_state: Literal["pending", "drawing", "drawn", "failed"] = Field(
+        description="The experiment's comparison figures: drawn once it finishes (failed: see figures_error)."
+    )
+    figures_error: str | None = Field(description="Why the figures could not be drawn or stored.")
     links: dict[str, str]
 
     @classmethod
@@ -204,6 +216,8 @@ class ExperimentOut(BaseModel):
             updated_at=experiment.updated_at,
             started_at=experiment.started_at,
             finished_at=experiment.finished_at,
+            figures_state=FiguresState(experiment.figures_state).value,
+            figures_error=experiment.figures_error,
             links={
                 "self": base,
                 "runs": f"{base}/runs",
@@ -266,6 +280,9 @@ class RunOut(BaseModel):
     summary: dict[str, Any] | None
     error: str | None
     device: str | None
+    reused_from: str | None = Field(
+        description="The run whose result this one took instead of training (reuse_results); null if trained."
+    )
     queued_at: datetime
     heartbeat_at: datetime | None
     started_at: datetime | None
@@ -290,6 +307,7 @@ class RunOut(BaseModel):
             summary=run.summary,
             error=run.error,
             device=run.device,
+            reused_from=run.reused_from,
             queued_at=run.queued_at,
             heartbeat_at=run.heartbeat_at,
             started_at=run.started_at,

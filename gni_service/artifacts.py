@@ -1,13 +1,15 @@
-"""Artifact records: storing a run's or an experiment's files and finding them again."""
+"""Artifact records: storing a run's or an experiment's files, finding and deleting them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from gni_engine.errors import NotFound
+from gni_service.db import Database
 from gni_service.ids import new_id
 from gni_service.models import Artifact, utcnow
 from gni_service.storage import ArtifactStore, StorageError, file_digest
@@ -105,3 +107,26 @@ def list_experiment_artifacts(session: Session, experiment_id: str, *, include_r
     if not include_runs:
         statement = statement.where(Artifact.run_id.is_(None))
     return list(session.scalars(statement.order_by(Artifact.run_id.is_not(None), Artifact.name, Artifact.id)))
+
+
+def delete_artifacts(database: Database, store: ArtifactStore, artifact_ids: Sequence[str]) -> list[str]:
+    """Delete artifact records, then each stored object no record names any more; the keys deleted.
+
+    Records of reused runs share their source's objects (see :mod:`gni_service.reuse`), so an
+    object goes only with its last record. The references are counted after the records are
+    deleted, in the same transaction: a reuse copying these records holds them ``FOR SHARE``, so
+    either it commits first and its new records are counted, or it waits and finds nothing to copy.
+    Objects are deleted after the commit; one left behind by a failure here is unreferenced garbage,
+    never a record without its object.
+    """
+    with database.transaction() as session:
+        keys = set(
+            session.scalars(
+                delete(Artifact).where(Artifact.id.in_(list(artifact_ids))).returning(Artifact.key)
+            )
+        )
+        still_named = set(session.scalars(select(Artifact.key).where(Artifact.key.in_(keys)).distinct()))
+    orphaned = sorted(keys - still_named)
+    for key in orphaned:
+        store.delete(key)
+    return orphaned

@@ -39,7 +39,7 @@ def build_executor(settings: ServiceSettings, database: Database, store: Artifac
     if settings.executor == "celery":
         from gni_service.executor.celery_executor import CeleryExecutor
 
-        return CeleryExecutor(database, settings)
+        return CeleryExecutor(database, settings, store=store)
     raise ValueError(f"unknown executor {settings.executor!r}")
 
 

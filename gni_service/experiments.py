@@ -14,13 +14,15 @@ from typing import Any
 from sqlalchemy import Select, and_, case, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from gni_engine import __version__ as engine_version
 from gni_engine.errors import Conflict, NotFound, SpecError
 from gni_engine.spec import RunSpec
 from gni_engine.sweep import Coordinates, SweepSpec, expand_sweep
 from gni_service.executor.base import Executor
 from gni_service.ids import new_id
-from gni_service.models import FINISHED_STATUSES, Experiment, Run, RunStatus, utcnow
+from gni_service.models import FINISHED_STATUSES, Experiment, FiguresState, Run, RunStatus, utcnow
 from gni_service.pagination import Page, decode_cursor, encode_cursor
+from gni_service.reuse import copy_reused_results, find_reusable
 
 PREVIEW_RUNS = 100
 
@@ -82,13 +84,21 @@ def create_experiment(
     max_runs: int,
     preset: str | None = None,
     owner: str | None = None,
+    reuse_results: bool = False,
 ) -> tuple[Experiment, list[str]]:
-    """Store the experiment and its queued runs; returns it with its batch keys.
+    """Store the experiment and its queued runs; returns it with the keys of the batches to train.
 
-    The caller commits, then announces the batch keys to the executor (see :func:`submit_experiment`).
+    With ``reuse_results``, runs whose spec the owner already trained with this engine version are
+    stored succeeded instead, with that run's results (see :mod:`gni_service.reuse`); an
+    experiment made only of such runs is finished at once. The caller commits, then announces the
+    batch keys to the executor (see :func:`submit_experiment`).
     """
     expanded = expand_and_plan(sweep, max_runs=max_runs)
     now = utcnow()
+    hashes = [spec.spec_hash() for spec in expanded.specs]
+    reusable = (
+        find_reusable(session, hashes, owner=owner, engine_version=engine_version) if reuse_results else {}
+    )
     experiment = Experiment(
         id=new_id("exp"),
         name=name,
@@ -107,6 +117,8 @@ def create_experiment(
         n_cancelled=0,
         created_at=now,
         updated_at=now,
+        figures_state=FiguresState.pending.value,
+        figures_attempts=0,
     )
     session.add(experiment)
     session.flush()
@@ -117,7 +129,7 @@ def create_experiment(
             "experiment_id": experiment.id,
             "position": i,
             "spec": spec.model_dump(mode="json"),
-            "spec_hash": spec.spec_hash(),
+            "spec_hash": spec_hash,
             "coords": coords,
             "batch_key": f"{experiment.id}/{batch_of[i]}",
             "status": RunStatus.queued,
@@ -126,11 +138,27 @@ def create_experiment(
             "progress_step": 0,
             "progress_total": spec.training.steps,
             "queued_at": now,
+            # Every row has every key: one executemany, not one per distinct key set.
+            "summary": None,
+            "device": None,
+            "started_at": None,
+            "finished_at": None,
+            "reused_from": None,
         }
-        for i, (coords, spec) in enumerate(zip(expanded.coords, expanded.specs, strict=True))
+        for i, (coords, spec, spec_hash) in enumerate(
+            zip(expanded.coords, expanded.specs, hashes, strict=True)
+        )
     ]
+    for row, spec_hash in zip(rows, hashes, strict=True):
+        source = reusable.get(spec_hash)
+        if source is not None:
+            row.update(source.run_values(now), progress_step=row["progress_total"])
     session.execute(insert(Run), rows)
-    return experiment, [f"{experiment.id}/{b}" for b in range(len(expanded.batches))]
+    if reusable:
+        copy_reused_results(session, experiment.id, now=now)
+        refresh_experiment(session, experiment.id)
+    to_train = sorted({batch_of[i] for i, row in enumerate(rows) if row["status"] == RunStatus.queued})
+    return experiment, [f"{experiment.id}/{b}" for b in to_train]
 
 
 def submit_experiment(
@@ -142,10 +170,17 @@ def submit_experiment(
     max_runs: int,
     preset: str | None = None,
     owner: str | None = None,
+    reuse_results: bool = False,
 ) -> Experiment:
     """Create the experiment, commit, and hand its batches to the executor."""
     experiment, batch_keys = create_experiment(
-        session, sweep, name=name, max_runs=max_runs, preset=preset, owner=owner
+        session,
+        sweep,
+        name=name,
+        max_runs=max_runs,
+        preset=preset,
+        owner=owner,
+        reuse_results=reuse_results,
     )
     session.commit()
     executor.enqueue(batch_keys)

@@ -83,6 +83,19 @@ FINISHED_STATUSES = frozenset({RunStatus.succeeded, RunStatus.failed, RunStatus.
 ACTIVE_STATUSES = frozenset({RunStatus.queued, RunStatus.running})
 
 
+class FiguresState(enum.StrEnum):
+    """Where an experiment's comparison figures stand (see ``gni_service.executor.experiment_figures``).
+
+    ``pending`` until a process claims them (``drawing``, with ``figures_claimed_at`` as its lease),
+    then ``drawn``, or ``failed`` when drawing raised or every attempt was used up.
+    """
+
+    pending = "pending"
+    drawing = "drawing"
+    drawn = "drawn"
+    failed = "failed"
+
+
 def _status_enum(name: str) -> Enum:
     # Stored as plain strings with a CHECK constraint, so adding a status is a one-line migration.
     return Enum(
@@ -127,10 +140,18 @@ class Experiment(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A plain string (values of FiguresState): the reaper filters on it, nothing else constrains it.
+    figures_state: Mapped[str] = mapped_column(
+        String(16), default=FiguresState.pending.value, server_default=FiguresState.pending.value
+    )
+    figures_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    figures_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    figures_error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         Index(None, "created_at", "id"),
         Index(None, "owner", "idempotency_key"),
+        Index(None, "figures_state"),
     )
 
     def axis_paths(self) -> list[str]:
@@ -161,6 +182,11 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     device: Mapped[str | None] = mapped_column(String(64))
+    # Provenance, not a reference: no foreign key, so the record survives the source run's deletion
+    # (the reused run owns copies of the summary, the metric rows and the artifact records).
+    reused_from: Mapped[str | None] = mapped_column(
+        String(40), doc="The run that trained this result, when it was reused instead of trained."
+    )
 
     __table_args__ = (
         Index(None, "experiment_id", "position", unique=True),
@@ -186,7 +212,12 @@ class MetricPoint(Base):
 
 
 class Artifact(Base):
-    """A stored file of a run (``run_id`` set) or of a whole experiment (``run_id`` NULL)."""
+    """A stored file of a run (``run_id`` set) or of a whole experiment (``run_id`` NULL).
+
+    A stored object is never overwritten, so several records may name the same ``key``: a reused
+    run's records point at the objects of the run that trained it (see :mod:`gni_service.reuse`).
+    Delete through :func:`gni_service.artifacts.delete_artifacts`, which keeps shared objects.
+    """
 
     __tablename__ = "artifacts"
 
@@ -195,7 +226,7 @@ class Artifact(Base):
     run_id: Mapped[str | None] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(255))
-    key: Mapped[str] = mapped_column(String(512), unique=True)
+    key: Mapped[str] = mapped_column(String(512), index=True)
     content_type: Mapped[str] = mapped_column(String(128))
     size: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))

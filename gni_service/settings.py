@@ -24,6 +24,8 @@ one data folder.
 ``GNI_AUTH``                ``required`` (Bearer API keys, ``gni keys``) or ``disabled``
 ``GNI_LOG_FORMAT``          ``json`` (one object per line) or ``text``
 ``GNI_MAX_*``, ``GNI_RATE_*`` limits of one request and of one API key (see the model)
+``GNI_RATE_LIMIT_REDIS_URL`` Redis shared by the API processes' rate limits (default: the broker's
+                            with the ``celery`` executor; none, i.e. per process, with ``inprocess``)
 ==========================  ===============================================================
 
 The remaining tuning fields (``GNI_S3_*``, ``GNI_TASK_*``) are described on the model.
@@ -107,6 +109,17 @@ class ServiceSettings(BaseModel):
     requeue_queued_after_s: float = Field(
         900.0, gt=0, description="A batch queued this long without being claimed is announced again."
     )
+    figures_grace_s: float = Field(
+        30.0,
+        ge=0,
+        description="The reaper draws a finished experiment's missing figures only after this long.",
+    )
+    figures_lease_s: float = Field(
+        600.0, gt=0, description="A claim on drawing an experiment's figures expires after this long."
+    )
+    figures_max_attempts: int = Field(
+        3, ge=1, le=100, description="Claims on an experiment's figures before they are marked failed."
+    )
     infrastructure_retry_s: float = Field(
         120.0,
         ge=0,
@@ -166,6 +179,16 @@ class ServiceSettings(BaseModel):
         50.0, ge=0, description="Requests per second per API key (token bucket refill); 0: no limit."
     )
     rate_limit_burst: int = Field(200, ge=1, description="Requests one API key may make at once.")
+    rate_limit_redis_url: str | None = Field(
+        None,
+        description=(
+            "Redis holding the request-rate budgets that every API process shares; None: the broker's "
+            "Redis with the celery executor, a budget per process with the in-process one."
+        ),
+    )
+    rate_limit_redis_timeout_s: float = Field(
+        0.05, gt=0, le=5, description="Longest wait on the rate limit's Redis before letting a request pass."
+    )
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> ServiceSettings:
@@ -185,6 +208,7 @@ class ServiceSettings(BaseModel):
         return {
             "database_url": _password_of(self.database_url),
             "broker_url": _password_of(self.broker_url),
+            "rate_limit_redis_url": _password_of(self.rate_limit_redis_url),
             "s3_secret_access_key": (
                 self.s3_secret_access_key.get_secret_value() if self.s3_secret_access_key else None
             ),
@@ -195,6 +219,15 @@ class ServiceSettings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_folder / 'gni.sqlite3').resolve()}"
+
+    @property
+    def resolved_rate_limit_redis_url(self) -> str | None:
+        """Where the API processes share their request-rate budgets; None: each process has its own."""
+        if self.rate_limit_redis_url:
+            return self.rate_limit_redis_url
+        if self.executor == "celery" and self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        return None
 
     @property
     def resolved_artifact_dir(self) -> Path:

@@ -108,7 +108,13 @@ def create_experiment_route(
         return ExperimentPlanOut.of(plan_experiment(sweep, max_runs=max_runs))
     check_active_runs(session, principal.owner, sweep.size(), context.settings)
     experiment, batch_keys = create_experiment(
-        session, sweep, name=name, max_runs=max_runs, preset=preset, owner=principal.owner
+        session,
+        sweep,
+        name=name,
+        max_runs=max_runs,
+        preset=preset,
+        owner=principal.owner,
+        reuse_results=body.reuse_results,
     )
     out = ExperimentOut.of(experiment)
     replayed = idempotency.commit(202, out)

@@ -15,6 +15,11 @@ twice is harmless: the claim is a conditional update, so it trains once.
 Every change is a conditional update on ``(id, attempt, status, heartbeat_at)``, so several API
 processes may reap at once. A reaper judges leases only once it has reached the database for a
 whole lease: after an outage, workers get that long to heartbeat again before being declared lost.
+
+Given the artifact store, the reaper also draws the comparison figures of finished experiments
+that lack them (their drawer died, or no worker ran: every run was reused), on a thread of its
+own so that a long drawing never delays the leases; see
+:mod:`~gni_service.executor.experiment_figures` for the claim that keeps it to one drawer.
 """
 
 from __future__ import annotations
@@ -31,9 +36,16 @@ from sqlalchemy.orm import Session
 
 from gni_service.db import Database
 from gni_service.executor.claims import runs_table
+from gni_service.executor.experiment_figures import (
+    abandoned_figures,
+    experiments_missing_figures,
+    give_up_abandoned_figures,
+    store_experiment_figures,
+)
 from gni_service.experiments import refresh_experiment
 from gni_service.models import Run, RunStatus, utcnow
 from gni_service.settings import ServiceSettings
+from gni_service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +126,8 @@ class LeaseReaper:
     """A daemon thread running :func:`expire_leases` and the re-announcements on a schedule.
 
     ``announce`` gets the batch keys to send again (the executor's ``enqueue``);
-    ``broker_was_reset`` (optional) says whether the broker lost its messages since last asked.
+    ``broker_was_reset`` (optional) says whether the broker lost its messages since last asked;
+    with ``store``, missing experiment figures are drawn too (:meth:`redraw_figures`).
     """
 
     def __init__(
@@ -124,15 +137,18 @@ class LeaseReaper:
         announce: Callable[[Sequence[str]], None],
         *,
         broker_was_reset: Callable[[], bool] | None = None,
+        store: ArtifactStore | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._database = database
         self._settings = settings
         self._announce = announce
         self._broker_was_reset = broker_was_reset
+        self._store = store
         self._clock = clock
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._figures_thread: threading.Thread | None = None
         self._reachable_since: float | None = None
         self._announced_at: dict[str, float] = {}
 
@@ -142,12 +158,18 @@ class LeaseReaper:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="gni-lease-reaper", daemon=True)
         self._thread.start()
+        if self._store is not None:
+            self._figures_thread = threading.Thread(
+                target=self._figures_loop, name="gni-figures-reaper", daemon=True
+            )
+            self._figures_thread.start()
 
     def stop(self, timeout: float | None = None) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        for thread in (self._thread, self._figures_thread):
+            if thread is not None:
+                thread.join(timeout)
+        self._thread = self._figures_thread = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self._settings.reaper_interval_s):
@@ -157,6 +179,33 @@ class LeaseReaper:
                 # The database is away: judge no lease until it has been back for a whole lease.
                 self._reachable_since = None
                 log.warning("lease reaper pass failed: %s: %s", type(error).__name__, error)
+
+    def _figures_loop(self) -> None:
+        while not self._stop.wait(self._settings.reaper_interval_s):
+            try:
+                self.redraw_figures()
+            except Exception as error:
+                log.warning("figures reaper pass failed: %s: %s", type(error).__name__, error)
+
+    def redraw_figures(self) -> list[str]:
+        """Draw the due figures of finished experiments (see above); the experiments drawn."""
+        if self._store is None:
+            return []
+        with self._database.reading() as session:
+            due = experiments_missing_figures(session, self._settings)
+            abandoned = abandoned_figures(session, self._settings)
+        if abandoned:
+            with self._database.transaction() as session:
+                given_up = give_up_abandoned_figures(session, self._settings)
+            log.warning("gave up drawing the figures of %d experiments: attempts used up", given_up)
+        drawn = []
+        for experiment_id in due:
+            if self._stop.is_set():
+                break
+            if store_experiment_figures(self._database, self._store, self._settings, experiment_id):
+                log.info("drew the missing figures of experiment %s", experiment_id)
+                drawn.append(experiment_id)
+        return drawn
 
     def run_once(self) -> ReapReport:
         """One pass: expired leases, then batches whose messages may be lost."""

@@ -77,6 +77,11 @@ def register(subparsers: Any) -> None:
     submit.add_argument("--seeds", type=int, help="preset: seeds per arm")
     submit.add_argument("--name", help="experiment name")
     submit.add_argument("--dry-run", action="store_true", help="only show the expansion; store nothing")
+    submit.add_argument(
+        "--reuse-results",
+        action="store_true",
+        help="take the results of runs with the same spec you already trained instead of training again",
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the runs and print their summary")
     submit.add_argument("--wait-timeout", type=float, default=None, help="seconds to wait at most")
     submit.set_defaults(handler=_entry(handle_submit))
@@ -293,11 +298,21 @@ def handle_submit(args: argparse.Namespace, client: Client) -> int:
     if args.preset is not None:
         overrides = {k: v for k, v in (("steps", args.steps), ("seeds", args.seeds)) if v is not None}
         result = client.experiments.create(
-            preset=args.preset, overrides=overrides, sweep=axes or None, name=args.name, dry_run=args.dry_run
+            preset=args.preset,
+            overrides=overrides,
+            sweep=axes or None,
+            name=args.name,
+            dry_run=args.dry_run,
+            reuse_results=args.reuse_results,
         )
     else:
         result = client.experiments.create(
-            spec=load_spec(args.spec), overrides=values, sweep=axes, name=args.name, dry_run=args.dry_run
+            spec=load_spec(args.spec),
+            overrides=values,
+            sweep=axes,
+            name=args.name,
+            dry_run=args.dry_run,
+            reuse_results=args.reuse_results,
         )
     if isinstance(result, ExperimentPlan):
         if args.json:
@@ -312,6 +327,8 @@ def handle_submit(args: argparse.Namespace, client: Client) -> int:
             _json(dict(experiment.raw))
         else:
             _out(f"submitted {experiment.id} ({experiment.name}): {experiment.run_count} runs")
+            if args.reuse_results:
+                _out(f"reused: {experiment.counts.succeeded} runs already trained with the same spec")
             _out(f"follow it with: gni status {experiment.id}")
         return EXIT_DONE
     if not args.json:

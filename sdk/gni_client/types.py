@@ -120,6 +120,8 @@ class Experiment(Model):
     updated_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    figures_state: Literal["pending", "drawing", "drawn", "failed"] = "pending"
+    figures_error: str | None = None
     links: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -179,6 +181,7 @@ class Run(Model):
     summary: dict[str, Any] | None = None
     error: str | None = None
     device: str | None = None
+    reused_from: str | None = None
     queued_at: datetime | None = None
     heartbeat_at: datetime | None = None
     started_at: datetime | None = None

@@ -7,11 +7,11 @@ import re
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import func, insert, inspect, select
 
 from gni_service.db import create_db_engine
 from gni_service.migrate import MIGRATIONS_DIR, alembic_config, downgrade_database, upgrade_database
-from gni_service.models import Base
+from gni_service.models import Artifact, Base, Experiment, MetricPoint, Run, utcnow
 
 TABLES = {
     "experiments",
@@ -53,3 +53,82 @@ def test_migration_files_are_named_by_date_and_slug_and_form_one_line():
     assert len(scripts.get_heads()) == 1
     files = sorted(path.name for path in (MIGRATIONS_DIR / "versions").glob("*.py"))
     assert files and all(re.fullmatch(r"\d{4}_\d{2}_\d{2}_[a-z0-9_]+\.py", name) for name in files), files
+
+
+def test_reuse_and_figure_columns_migrate_without_losing_rows(fresh_url):
+    # Dropping the new columns must not rebuild runs or experiments (SQLite would cascade the drop
+    # into their children); upgrading marks experiments that have figures as drawn.
+    engine = create_db_engine(fresh_url)
+    now = utcnow()
+    with engine.begin() as connection:
+        for experiment_id in ("exp_with", "exp_without"):
+            run_id = f"run_{experiment_id}"
+            connection.execute(
+                insert(Experiment.__table__).values(
+                    id=experiment_id,
+                    name="e",
+                    base_spec={},
+                    axes=[],
+                    spec_hash="h",
+                    status="succeeded",
+                    cancel_requested=False,
+                    n_runs=1,
+                    n_queued=0,
+                    n_running=0,
+                    n_succeeded=1,
+                    n_failed=0,
+                    n_cancelled=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            connection.execute(
+                insert(Run.__table__).values(
+                    id=run_id,
+                    experiment_id=experiment_id,
+                    position=0,
+                    spec={},
+                    spec_hash="h",
+                    coords={},
+                    batch_key="b",
+                    status="succeeded",
+                    attempt=1,
+                    cancel_requested=False,
+                    progress_step=1,
+                    progress_total=1,
+                    queued_at=now,
+                )
+            )
+            connection.execute(
+                insert(MetricPoint.__table__).values(run_id=run_id, name="loss", step=0, value=1.0)
+            )
+        connection.execute(
+            insert(Artifact.__table__).values(
+                id="art_1",
+                experiment_id="exp_with",
+                run_id=None,
+                kind="figure",
+                name="figures/a.png",
+                key="k",
+                content_type="image/png",
+                size=1,
+                sha256="s",
+                created_at=now,
+            )
+        )
+
+    def counts() -> list[int]:
+        with engine.connect() as connection:
+            return [
+                int(connection.scalar(select(func.count()).select_from(model)) or 0)
+                for model in (Run, MetricPoint, Artifact)
+            ]
+
+    downgrade_database(fresh_url, "20261127_api_keys")
+    assert counts() == [2, 2, 1]
+    upgrade_database(fresh_url)
+    assert counts() == [2, 2, 1]
+    with engine.connect() as connection:
+        states = dict(connection.execute(select(Experiment.id, Experiment.figures_state)).all())
+    assert states == {"exp_with": "drawn", "exp_without": "pending"}
+    engine.dispose()

@@ -35,11 +35,14 @@ def create_options(
     validate: bool,
     idempotency_key: str | None,
     timeout: Timeout | _NotGiven,
+    reuse_results: bool = False,
 ) -> RequestOptions:
     """The ``POST /v1/experiments`` request (checked first, unless ``validate`` is false)."""
     if (spec is None) == (preset is None):
         raise ValueError("give either spec= or preset=")
     body: dict[str, Any] = {"name": name} if name is not None else {}
+    if reuse_results:
+        body["reuse_results"] = True
     if preset is not None:
         body["preset"] = preset
         if overrides:
@@ -126,6 +129,7 @@ class Experiments:
         sweep: Mapping[str, Sequence[Any]] | None = None,
         name: str | None = None,
         dry_run: Literal[False] = False,
+        reuse_results: bool = False,
         validate: bool = True,
         idempotency_key: str | None = None,
         timeout: Timeout | _NotGiven = NOT_GIVEN,
@@ -141,6 +145,7 @@ class Experiments:
         sweep: Mapping[str, Sequence[Any]] | None = None,
         name: str | None = None,
         dry_run: Literal[True],
+        reuse_results: bool = False,
         validate: bool = True,
         idempotency_key: str | None = None,
         timeout: Timeout | _NotGiven = NOT_GIVEN,
@@ -155,6 +160,7 @@ class Experiments:
         sweep: Mapping[str, Sequence[Any]] | None = None,
         name: str | None = None,
         dry_run: bool = False,
+        reuse_results: bool = False,
         validate: bool = True,
         idempotency_key: str | None = None,
         timeout: Timeout | _NotGiven = NOT_GIVEN,
@@ -167,6 +173,8 @@ class Experiments:
         :class:`~gni_client.SpecValidationError`, nothing sent) unless ``validate=False``. One
         ``Idempotency-Key`` (``idempotency_key`` or a fresh one) goes with every retry of this call.
         ``dry_run=True`` answers the expansion (an :class:`ExperimentPlan`) and stores nothing.
+        ``reuse_results=True`` gives each run whose spec you already trained to success (same engine
+        version) that run's results instead of training it again (its ``reused_from`` names the run).
         """
         options = create_options(
             spec=spec,
@@ -178,6 +186,7 @@ class Experiments:
             validate=validate,
             idempotency_key=idempotency_key,
             timeout=timeout,
+            reuse_results=reuse_results,
         )
         return _experiment_or_plan(self._client.request(options))
 
@@ -276,6 +285,7 @@ class AsyncExperiments:
         sweep: Mapping[str, Sequence[Any]] | None = None,
         name: str | None = None,
         dry_run: Literal[False] = False,
+        reuse_results: bool = False,
         validate: bool = True,
         idempotency_key: str | None = None,
         timeout: Timeout | _NotGiven = NOT_GIVEN,
@@ -291,6 +301,7 @@ class AsyncExperiments:
         sweep: Mapping[str, Sequence[Any]] | None = None,
         name: str | None = None,
         dry_run: Literal[True],
+        reuse_results: bool = False,
         validate: bool = True,
         idempotency_key: str | None = None,
         timeout: Timeout | _NotGiven = NOT_GIVEN,
@@ -305,6 +316,7 @@ class AsyncExperiments:
         sweep: Mapping[str, Sequence[Any]] | None = None,
         name: str | None = None,
         dry_run: bool = False,
+        reuse_results: bool = False,
         validate: bool = True,
         idempotency_key: str | None = None,
         timeout: Timeout | _NotGiven = NOT_GIVEN,
@@ -320,6 +332,7 @@ class AsyncExperiments:
             validate=validate,
             idempotency_key=idempotency_key,
             timeout=timeout,
+            reuse_results=reuse_results,
         )
         return _experiment_or_plan(await self._client.request(options))
 
