@@ -11,26 +11,53 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
+from sqlalchemy.orm import Session
 
 from api.dependencies import Context, ReadSession
 from gni_service.auth import ANONYMOUS, Principal, authenticate
-from gni_service.limits import RateLimiter
+from gni_service.limits import RequestRateLimiter, build_rate_limiter
+from gni_service.settings import ServiceSettings
 
 bearer = HTTPBearer(
     auto_error=False,
     scheme_name="APIKey",
     description="An API key from `gni keys create`: `Authorization: Bearer gni_<id>_<secret>`.",
 )
+# For a route that identifies its caller itself (see ``api.routes.runs``): the same OpenAPI entry.
+API_KEY_SECURITY: dict[str, object] = {"security": [{bearer.scheme_name: []}]}
 
 
-def rate_limiter(request: Request) -> RateLimiter:
-    """The app's limiter, made on first use from its settings."""
-    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+def rate_limiter(request: Request) -> RequestRateLimiter:
+    """The app's limiter: made and closed by its lifespan, or made here when that did not run."""
+    limiter: RequestRateLimiter | None = getattr(request.app.state, "rate_limiter", None)
     if limiter is None:
-        settings = request.app.state.context.settings
-        limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        limiter = build_rate_limiter(request.app.state.context.settings)
         request.app.state.rate_limiter = limiter
     return limiter
+
+
+def identify(
+    settings: ServiceSettings, limiter: RequestRateLimiter, session: Session | Connection, request: Request
+) -> Principal:
+    """The request's principal, once it has taken one request from its rate budget.
+
+    Blocking when authentication is on (a database read) or the limiter is remote: see
+    :func:`identify_blocks`.
+    """
+    if settings.auth == "disabled":
+        principal = ANONYMOUS
+        bucket = f"host:{request.client.host if request.client else '-'}"
+    else:
+        principal = authenticate(session, request.headers.get("authorization"))
+        bucket = f"key:{principal.owner}"
+    limiter.check(bucket)
+    return principal
+
+
+def identify_blocks(settings: ServiceSettings, limiter: RequestRateLimiter) -> bool:
+    """Whether :func:`identify` waits on I/O (call it from a worker thread then)."""
+    return settings.auth != "disabled" or limiter.blocking
 
 
 async def get_principal(
@@ -39,14 +66,11 @@ async def get_principal(
     session: ReadSession,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    if context.settings.auth == "disabled":
-        principal = ANONYMOUS
-        bucket = f"host:{request.client.host if request.client else '-'}"
+    limiter = rate_limiter(request)
+    if identify_blocks(context.settings, limiter):
+        principal = await run_in_threadpool(identify, context.settings, limiter, session, request)
     else:
-        header = request.headers.get("authorization")
-        principal = await run_in_threadpool(authenticate, session, header)
-        bucket = f"key:{principal.owner}"
-    rate_limiter(request).check(bucket)
+        principal = identify(context.settings, limiter, session, request)
     request.state.principal = principal
     return principal
 

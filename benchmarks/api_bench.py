@@ -4,8 +4,11 @@ Starts the API under uvicorn on a free loopback port (executor off, so training 
 for the CPU with what is measured), then measures:
 
 1. ``POST /v1/experiments`` of a 1,000-run sweep (expansion, batch planning, 1,000 rows inserted);
-2. ``GET /v1/runs/{id}`` with 50 concurrent clients for a fixed time, by ``wrk`` (Debian package
-   ``wrk``) when installed, else by a separate Python process running an asyncio httpx loop;
+2. ``GET /v1/runs/{id}`` of a finished run (its summary the one the engine writes for the spec
+   below) with 50 concurrent clients for a fixed time, by ``wrk`` (Debian package ``wrk``) when
+   installed, else by a separate Python process running an asyncio httpx loop; besides latency
+   and throughput, the server's CPU time per request (all its processes, from ``/proc``), a
+   figure that stays meaningful when other work shares the machine;
 3. ``GET /v1/experiments/{id}/aggregate`` over a 10,000-run experiment whose runs carry results.
 
     python benchmarks/api_bench.py                       # SQLite in a temporary folder
@@ -58,7 +61,17 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_folder: Path, database_url: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def uvicorn_flags(loop: str | None) -> list[str]:
+    """The production options (``api.app.UVICORN_OPTIONS``) as uvicorn's command-line flags."""
+    from api.app import UVICORN_OPTIONS
+
+    flags = ["--loop", loop or str(UVICORN_OPTIONS["loop"])]
+    return flags if UVICORN_OPTIONS["access_log"] else [*flags, "--no-access-log"]
+
+
+def start_server(
+    data_folder: Path, database_url: str, port: int, workers: int, loop: str | None
+) -> subprocess.Popen[bytes]:
     from gni_service.migrate import upgrade_database
 
     upgrade_database(database_url)  # once, before several workers start
@@ -80,7 +93,10 @@ def start_server(data_folder: Path, database_url: str, port: int, workers: int) 
         "127.0.0.1",
     ]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    process = subprocess.Popen(command, env=env)
+    command += uvicorn_flags(loop)
+    # The app's own log (one access line per request) goes to a file, as it would in production.
+    log = (data_folder / "server.log").open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=log, cwd=data_folder)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -131,6 +147,7 @@ def wrk_get(url: str, connections: int, seconds: int) -> dict[str, Any]:
         return float(match.group(1)) * units[match.group(2)]
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "tool": "wrk",
@@ -138,6 +155,7 @@ def wrk_get(url: str, connections: int, seconds: int) -> dict[str, Any]:
         "p90_ms": latency("90"),
         "p99_ms": latency("99"),
         "requests_per_s": rps,
+        "requests": requests,
         "non_2xx": int(errors.group(1)) if errors else 0,
     }
 
@@ -177,17 +195,73 @@ def python_get(url: str, connections: int, seconds: int) -> dict[str, Any]:
         "p90_ms": percentile(ms, 90),
         "p99_ms": percentile(ms, 99),
         "requests_per_s": len(ms) / result["seconds"],
+        "requests": len(ms),
         "non_2xx": result["errors"],
     }
 
 
-def bench_get(client: httpx.Client, base_url: str, connections: int, seconds: int) -> dict[str, Any]:
+def finish_run(client: httpx.Client, database_url: str) -> str:
+    """A run of the first experiment, made to look trained: succeeded, timed, the engine's summary."""
+    from sqlalchemy import update
+
+    from gni_engine.execution import execute_runs
+    from gni_engine.spec import RunSpec
+    from gni_service.db import Database
+    from gni_service.models import Run, utcnow
+
     experiment = client.get("/v1/experiments", params={"limit": 1}).json()["items"][0]["id"]
-    run_id = client.get(f"/v1/experiments/{experiment}/runs", params={"limit": 1}).json()["items"][0]["id"]
+    runs = client.get(f"/v1/experiments/{experiment}/runs", params={"limit": 1}).json()
+    run_id = str(runs["items"][0]["id"])
+    with tempfile.TemporaryDirectory() as out:
+        [outcome] = execute_runs([RunSpec.model_validate(SPEC)], [Path(out)])
+    database = Database(database_url)
+    now = utcnow()
+    with database.transaction() as session:
+        session.execute(
+            update(Run)
+            .where(Run.id == run_id)
+            .values(
+                status="succeeded",
+                summary=outcome.summary,
+                progress_step=SPEC["training"]["steps"],  # type: ignore[index]
+                device="cpu",
+                started_at=now,
+                heartbeat_at=now,
+                finished_at=now,
+            )
+        )
+    database.dispose()
+    return run_id
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its children (uvicorn's workers), from /proc."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    pids = [pid, *(int(p) for p in children.read_text().split())] if children.exists() else [pid]
+    total = 0.0
+    for p in pids:
+        fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def bench_get(
+    client: httpx.Client, base_url: str, run_id: str, server_pid: int, connections: int, seconds: int
+) -> dict[str, Any]:
     url = f"{base_url}/v1/runs/{run_id}"
-    if shutil.which("wrk"):
-        return wrk_get(url, connections, seconds)
-    return python_get(url, connections, seconds)
+    response = client.get(url)
+    assert response.status_code == 200 and response.json()["status"] == "succeeded", response.text
+    get = wrk_get if shutil.which("wrk") else python_get
+    get(url, min(10, connections), 2)  # warm-up: first-use imports and caches
+    started = cpu_seconds(server_pid)
+    result = get(url, connections, seconds)
+    used = cpu_seconds(server_pid) - started
+    return {
+        **result,
+        "response_bytes": len(response.content),
+        "server_cpu_ms_per_request": round(used / result["requests"] * 1e3, 3),
+        "server_cpu_cores": round(used / seconds, 2),
+    }
 
 
 def fill_results(database_url: str, experiment_id: str) -> None:
@@ -272,6 +346,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes serving the API")
+    parser.add_argument(
+        "--loop", default=None, help="uvicorn's event loop (default: api.app.UVICORN_OPTIONS's), e.g. uvloop"
+    )
     args = parser.parse_args()
     data_folder = Path(tempfile.mkdtemp(prefix="gni-bench-"))
     database_url = args.database_url or f"sqlite:///{data_folder / 'gni.sqlite3'}"
@@ -281,7 +358,7 @@ def main() -> None:
         _admin(args.postgres_server, f'CREATE DATABASE "{scratch}"')
         database_url = f"{args.postgres_server.rstrip('/')}/{scratch}"
     port = free_port()
-    server = start_server(data_folder, database_url, port, args.workers)
+    server = start_server(data_folder, database_url, port, args.workers, args.loop)
     base_url = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base_url, timeout=60) as client:
@@ -290,13 +367,21 @@ def main() -> None:
                 f"Python {platform.python_version()}",
                 "database": database_url.split("://")[0],
                 "api_workers": args.workers,
+                "uvicorn": " ".join(uvicorn_flags(args.loop)),
                 "load_average_before": os.getloadavg()[0],
                 "date": time.strftime("%Y-%m-%d"),
                 "create_1000_runs": bench_create(client, args.repeats),
                 "get_run_under_load": {
                     "connections": args.connections,
                     "seconds": args.seconds,
-                    **bench_get(client, base_url, args.connections, args.seconds),
+                    **bench_get(
+                        client,
+                        base_url,
+                        finish_run(client, database_url),
+                        server.pid,
+                        args.connections,
+                        args.seconds,
+                    ),
                 },
                 "aggregate_10000_runs": bench_aggregate(client, database_url, max(args.repeats, 20)),
             }

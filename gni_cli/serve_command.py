@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
 def handle_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import create_app
+    from api.app import UVICORN_OPTIONS, create_app
     from gni_service.settings import ServiceSettings
 
     overrides: dict[str, str] = {"GNI_MIGRATE_ON_START": "true"}
@@ -73,5 +73,12 @@ def handle_serve(args: argparse.Namespace) -> int:
         )
         return 2
     app = create_app(settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=30,
+        **UVICORN_OPTIONS,
+    )
     return 0

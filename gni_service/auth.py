@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from gni_engine.errors import GNIError, NotFound
@@ -97,7 +97,7 @@ def _info(record: ApiKey) -> KeyInfo:
     return KeyInfo(record.id, record.name, record.created_at, record.revoked_at)
 
 
-def authenticate(session: Session, authorization: str | None) -> Principal:
+def authenticate(session: Session | Connection, authorization: str | None) -> Principal:
     """The principal of an ``Authorization: Bearer <key>`` header, or :class:`Unauthenticated`."""
     if not authorization:
         raise Unauthenticated("this API needs a key: send 'Authorization: Bearer <key>'")
@@ -108,14 +108,14 @@ def authenticate(session: Session, authorization: str | None) -> Principal:
     key_id = parse_key(presented)
     if key_id is None:
         raise Unauthenticated("malformed API key")
-    record = session.get(ApiKey, key_id)
+    record = session.execute(select(ApiKey.secret_hash, ApiKey.revoked_at).where(ApiKey.id == key_id)).first()
     # Compare digests in constant time; an unknown id costs the same hash as a known one.
     expected = record.secret_hash if record is not None else hash_key("")
     if not hmac.compare_digest(expected, hash_key(presented)) or record is None:
         raise Unauthenticated("invalid API key")
     if record.revoked_at is not None:
         raise Unauthenticated("this API key has been revoked")
-    return Principal(owner=record.id)
+    return Principal(owner=key_id)
 
 
 # --------------------------------------------------------------------------------- ownership

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -132,13 +133,44 @@ def check_active_runs(session: Session, owner: str | None, new_runs: int, settin
         raise TooManyRequests(message, retry_after_s=30.0, details=details)
 
 
+class RequestRateLimiter(ABC):
+    """A request-rate budget per key: ``burst`` requests at once, ``rate`` per second after.
+
+    :class:`RateLimiter` keeps the budgets in this process (the embedded mode: one API process);
+    ``gni_service.redis_rate_limit.RedisRateLimiter`` keeps them in Redis, shared by every API
+    process. :func:`build_rate_limiter` picks one from the settings.
+    """
+
+    #: True when :meth:`acquire` waits on the network: call it off the event loop.
+    blocking = False
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = burst
+
+    @abstractmethod
+    def acquire(self, key: str) -> float:
+        """Take one request from ``key``'s budget: 0.0 when granted, else the seconds to wait."""
+
+    def check(self, key: str) -> None:
+        """Take one request from ``key``'s budget, or raise :class:`TooManyRequests` (429)."""
+        wait = self.acquire(key)
+        if wait > 0:
+            message = f"rate limit: at most {self.rate:g} requests per second (burst {self.burst}) per key"
+            details = {"limit": "rate_limit_per_s", "max": self.rate, "burst": self.burst}
+            raise TooManyRequests(message, retry_after_s=wait, details=details)
+
+    def close(self) -> None:  # noqa: B027 - a no-op unless the limiter holds connections
+        """Release what the limiter holds open (connections); by default nothing."""
+
+
 @dataclass
 class _Bucket:
     tokens: float
     updated: float
 
 
-class RateLimiter:
+class RateLimiter(RequestRateLimiter):
     """A token bucket per key, in this process: ``burst`` requests at once, ``rate`` per second after.
 
     >>> limiter = RateLimiter(rate=1.0, burst=2, clock=lambda: 0.0)
@@ -149,14 +181,12 @@ class RateLimiter:
     MAX_KEYS = 100_000
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] | None = None) -> None:
-        self.rate = rate
-        self.burst = burst
+        super().__init__(rate, burst)
         self._clock = clock or time.monotonic
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
 
     def acquire(self, key: str) -> float:
-        """Take one token: 0.0 when granted, else the seconds until one is available."""
         if self.rate <= 0:
             return 0.0
         now = self._clock()
@@ -173,9 +203,18 @@ class RateLimiter:
                 return 0.0
             return (1.0 - bucket.tokens) / self.rate
 
-    def check(self, key: str) -> None:
-        wait = self.acquire(key)
-        if wait > 0:
-            message = f"rate limit: at most {self.rate:g} requests per second (burst {self.burst}) per key"
-            details = {"limit": "rate_limit_per_s", "max": self.rate, "burst": self.burst}
-            raise TooManyRequests(message, retry_after_s=wait, details=details)
+
+def build_rate_limiter(settings: ServiceSettings) -> RequestRateLimiter:
+    """Shared budgets in Redis when the settings name one, else a budget per process."""
+    url = settings.resolved_rate_limit_redis_url
+    if url is None:
+        return RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    from gni_service.redis_rate_limit import RedisRateLimiter
+
+    return RedisRateLimiter(
+        url,
+        settings.rate_limit_per_s,
+        settings.rate_limit_burst,
+        key_prefix=f"{settings.broker_key_prefix}gni:rate:",
+        timeout_s=settings.rate_limit_redis_timeout_s,
+    )

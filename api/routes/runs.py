@@ -1,43 +1,24 @@
-"""/v1/runs/{id}: one run, its cancellation, its metric series and its artifacts."""
+"""/v1/runs/{id}: a run's cancellation, its metric series and its artifacts (reading one: ``run_poll``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.orm import Session
 
-from api.dependencies import ReadSession, WriteSession, end_read
+from api.dependencies import ReadSession, WriteSession
 from api.idempotency import IdempotentRequest
 from api.routes.query import split_list
 from api.schemas import ArtifactList, ArtifactOut, ErrorBody, MetricsOut, RunOut
 from api.security import CurrentPrincipal
 from gni_service.artifacts import list_run_artifacts
-from gni_service.auth import Principal, check_experiment_owner, check_run_owner
+from gni_service.auth import check_run_owner
 from gni_service.metrics import MAX_NAMES, metric_names, read_metric_series
-from gni_service.runs import cancel_run, get_run, read_run
+from gni_service.runs import cancel_run, get_run
 
 router = APIRouter(tags=["runs"])
 MAX_STEP = 2**31 - 1  # the step column's range; larger bounds would overflow the database driver
 NOT_FOUND: dict[int | str, dict[str, object]] = {404: {"model": ErrorBody, "description": "No such run."}}
-
-
-@router.get("/runs/{run_id}", response_model=RunOut, responses=NOT_FOUND, summary="One run")
-async def get_run_route(run_id: str, session: ReadSession, principal: CurrentPrincipal) -> Response:
-    # The route clients poll: one thread hop for the read, the row serialised once by pydantic.
-    return await run_in_threadpool(_run_response, session, run_id, principal)
-
-
-def _run_response(session: Session, run_id: str, principal: Principal) -> Response:
-    try:
-        row = read_run(session, run_id)
-        if principal.restricted:
-            check_experiment_owner(session, row.experiment_id, principal)
-        body = RunOut.of(row).model_dump_json()
-    finally:
-        end_read(session)
-    return Response(body, media_type="application/json")
 
 
 @router.post(

@@ -1,14 +1,29 @@
-"""Limits answer 413, 422 or 429 and name the limit and the value asked for."""
+"""Limits answer 413, 422 or 429 and name the limit and the value asked for.
+
+The request-rate tests marked ``redis`` need Redis at ``GNI_TEST_REDIS_URL`` (default
+127.0.0.1:6379): skipped when it is unreachable, failed under ``CI=true``. Each uses a key prefix
+of its own on that shared server.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
 import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+import redis
 
 from gni_engine.spec import RunSpec
-from gni_service.limits import RateLimiter, parameter_count
+from gni_service.limits import RateLimiter, RequestRateLimiter, build_rate_limiter, parameter_count
+from gni_service.redis_rate_limit import RedisRateLimiter
+from gni_service.settings import ServiceSettings
+from tests.support import missing_service
 
 
 def test_parameter_count_matches_torch(tiny_spec):
@@ -111,3 +126,144 @@ def test_bodies_too_large_are_413(sqlite_url, make_app, client_of, error_of, tin
         )
     error = error_of(response, 413, "payload_too_large")
     assert error["details"] == {"max_bytes": 4096}
+
+
+def test_the_polled_run_read_is_rate_limited_like_every_route(sqlite_url, make_app, client_of, error_of):
+    """``GET /v1/runs/{id}`` identifies its caller itself: the same 401, 404 and 429 as the others."""
+    handle = make_app(sqlite_url, auth="required", rate_limit_per_s=0.5, rate_limit_burst=2)
+    client = client_of(handle)
+    alice = {"Authorization": f"Bearer {handle.new_key('alice')}"}
+    assert [client.get("/v1/runs/run_x", headers=alice).status_code for _ in range(2)] == [404, 404]
+    response = client.get("/v1/runs/run_x", headers=alice)
+    error = error_of(response, 429, "too_many_requests")
+    assert error["details"]["limit"] == "rate_limit_per_s" and response.headers["Retry-After"] == "2"
+    # One budget per key across routes: the listing is refused as well.
+    error_of(client.get("/v1/experiments", headers=alice), 429, "too_many_requests")
+
+
+# ------------------------------------------------------------------------- shared limits (Redis)
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    url = os.environ.get("GNI_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        missing_service(f"Redis is not reachable at {url}: {error}")
+    finally:
+        client.close()
+    return url
+
+
+@pytest.fixture
+def key_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own on the shared Redis; its keys are deleted afterwards."""
+    prefix = f"gni-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def limiters() -> Iterator[Callable[..., RedisRateLimiter]]:
+    made: list[RedisRateLimiter] = []
+
+    def make(url: str, rate: float, burst: int, **options: Any) -> RedisRateLimiter:
+        made.append(RedisRateLimiter(url, rate, burst, **options))
+        return made[-1]
+
+    yield make
+    for limiter in made:
+        limiter.close()
+
+
+@pytest.mark.redis
+def test_limiters_sharing_redis_enforce_one_budget(redis_url, key_prefix, limiters):
+    """Two limiters (two API processes) draw on one budget: burst at once, then the rate."""
+    first, second = (limiters(redis_url, 10.0, 3, key_prefix=key_prefix) for _ in range(2))
+    waits = [limiter.acquire("key:alice") for limiter in (first, second, first, second)]
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert waits[3] == pytest.approx(0.1, abs=0.03)  # one request every 1/rate s after the burst
+    assert first.acquire("key:bob") == 0.0  # budgets are per key
+    time.sleep(0.12)
+    assert second.acquire("key:alice") == 0.0 and first.acquire("key:alice") > 0.0  # refilled: one
+
+
+@pytest.mark.redis
+def test_api_processes_sharing_redis_answer_429_with_retry_after(
+    sqlite_url, make_app, client_of, error_of, redis_url, key_prefix
+):
+    shared = {
+        "auth": "required",
+        "rate_limit_per_s": 0.25,
+        "rate_limit_burst": 3,
+        "rate_limit_redis_url": redis_url,
+        "broker_key_prefix": key_prefix,
+    }
+    first, second = make_app(sqlite_url, **shared), make_app(sqlite_url, **shared)
+    clients = [client_of(first), client_of(second)]
+    alice = {"Authorization": f"Bearer {first.new_key('alice')}"}
+    bob = {"Authorization": f"Bearer {first.new_key('bob')}"}
+    statuses = [clients[i % 2].get("/v1/experiments", headers=alice).status_code for i in range(3)]
+    assert statuses == [200, 200, 200]  # one burst of 3 between both processes, not 3 each
+    for client in clients:
+        response = client.get("/v1/runs/run_x", headers=alice)
+        error = error_of(response, 429, "too_many_requests")
+        assert error["details"] == {"limit": "rate_limit_per_s", "max": 0.25, "burst": 3}
+        assert response.headers["Retry-After"] == "4"  # 1 / rate, the wait rounded up
+    assert clients[1].get("/v1/experiments", headers=bob).status_code == 200
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_an_unreachable_redis_lets_requests_pass_and_warns_once(sqlite_url, make_app, client_of, caplog):
+    caplog.set_level(logging.WARNING, logger="gni.rate_limit")
+    url = f"redis://:Sup3r-Secret@127.0.0.1:{_closed_port()}/0"
+    handle = make_app(
+        sqlite_url, auth="required", rate_limit_per_s=0.25, rate_limit_burst=1, rate_limit_redis_url=url
+    )
+    client = client_of(handle)
+    alice = {"Authorization": f"Bearer {handle.new_key('alice')}"}
+    assert [client.get("/v1/experiments", headers=alice).status_code for _ in range(4)] == [200] * 4
+    warnings = [r for r in caplog.records if r.name == "gni.rate_limit"]
+    assert len(warnings) == 1 and "unreachable" in warnings[0].getMessage()
+    assert "Sup3r-Secret" not in caplog.text
+
+
+def test_a_redis_that_does_not_answer_costs_one_timeout_per_recheck(limiters):
+    """Connected but silent (a hung server): the first request waits the timeout, the next do not."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"redis://127.0.0.1:{silent.getsockname()[1]}/0"
+        limiter = limiters(url, 1.0, 1, timeout_s=0.2, recheck_after_s=60.0)
+        started = time.perf_counter()
+        assert limiter.acquire("key:alice") == 0.0
+        first = time.perf_counter() - started
+        assert [limiter.acquire("key:alice") for _ in range(20)] == [0.0] * 20
+        rest = time.perf_counter() - started - first
+    assert 0.15 <= first < 2.0 and rest < 0.1
+
+
+def test_the_settings_pick_the_limiter(tmp_path):
+    def built(**values: Any) -> RequestRateLimiter:
+        return build_rate_limiter(ServiceSettings(data_folder=tmp_path, **values))
+
+    assert isinstance(built(), RateLimiter)  # the embedded mode: one process, its own budgets
+    assert isinstance(built(broker_url="redis://broker:6379/0"), RateLimiter)  # broker unused inprocess
+    shared = built(executor="celery", broker_url="redis://broker:6379/0", broker_key_prefix="stack1:")
+    assert isinstance(shared, RedisRateLimiter) and shared.key_prefix == "stack1:gni:rate:"
+    dedicated = built(rate_limit_redis_url="redis://limits:6379/1")
+    assert isinstance(dedicated, RedisRateLimiter) and dedicated.key_prefix == "gni:rate:"
+    for limiter in (shared, dedicated):
+        limiter.close()

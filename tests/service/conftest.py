@@ -13,12 +13,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -170,8 +172,13 @@ def app(
     def joined_session() -> Iterator[Session]:
         yield session
 
+    @contextmanager
+    def joined_reads() -> Iterator[Connection]:
+        yield session.connection()
+
     application.dependency_overrides[reading_session] = joined_session
     application.dependency_overrides[writing_session] = joined_session
+    database.single_reads = joined_reads  # type: ignore[method-assign]  # the polled route's reads
     yield application
     database.dispose()
 

@@ -47,18 +47,20 @@ def test_an_unexpected_error_is_a_bare_500(app: FastAPI, caplog):
         raise RuntimeError("secret internals /etc/passwd")
 
     app.dependency_overrides[reading_session] = broken
+    app.state.context.database.single_reads = broken  # the polled GET /v1/runs/{id} reads through it
     with TestClient(app, raise_server_exceptions=False) as client:
-        response = client.get("/v1/runs/run_x")
-    assert response.status_code == 500
-    assert response.json() == {
-        "error": {
-            "type": "internal_error",
-            "message": "internal server error; it has been logged",
-            "details": None,
+        responses = [client.get("/v1/experiments/exp_x"), client.get("/v1/runs/run_x")]
+    for response in responses:
+        assert response.status_code == 500
+        assert response.json() == {
+            "error": {
+                "type": "internal_error",
+                "message": "internal server error; it has been logged",
+                "details": None,
+            }
         }
-    }
-    assert "secret" not in response.text and "Traceback" not in response.text
-    assert "secret internals" in caplog.text  # logged for the operator
+        assert "secret" not in response.text and "Traceback" not in response.text
+    assert caplog.text.count("secret internals") >= 2  # logged for the operator, each time
 
 
 def test_an_unreachable_database_is_503_with_retry_after(settings, store, executor):

@@ -9,10 +9,11 @@ import statistics
 import pytest
 from sqlalchemy import select, update
 
+from api.schemas import RunOut
 from gni_service.artifacts import store_artifact
 from gni_service.experiments import refresh_experiment
 from gni_service.metrics import insert_metric_points
-from gni_service.models import Run, RunStatus
+from gni_service.models import Run, RunStatus, utcnow
 
 AXES = {"training.mode": ["baseline", "gni"], "noise.sigma": [0.05, 0.1], "seed": [0, 1, 2]}
 
@@ -137,6 +138,26 @@ def test_get_run_and_404(client, finished):
     assert body["spec_hash"] == runs[4].spec_hash
     assert body["status"] == "succeeded"
     assert client.get("/v1/runs/run_nope").status_code == 404
+
+
+def test_the_polled_read_answers_what_the_listing_does(client, session, finished):
+    """``GET /v1/runs/{id}`` reads a Core row, the listing ORM objects: the same JSON, to the byte."""
+    experiment_id, runs = finished
+    now = utcnow()
+    session.execute(
+        update(Run).where(Run.id == runs[5].id).values(started_at=now, heartbeat_at=now, finished_at=now)
+    )
+    listed = client.get(f"/v1/experiments/{experiment_id}/runs", params={"limit": 100}).json()["items"]
+    for item in listed:
+        response = client.get(f"/v1/runs/{item['id']}")
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert response.json() == item
+    assert response.content == RunOut.model_validate(item).model_dump_json().encode()
+    # Dispatched apart from FastAPI's routes, it is labelled and refuses other methods like them.
+    labels = 'method="GET",route="/v1/runs/{run_id}",status="200"'
+    assert f"gni_http_request_duration_seconds_count{{{labels}}}" in client.get("/metrics").text
+    for method in ("HEAD", "POST", "DELETE"):
+        assert client.request(method, f"/v1/runs/{runs[0].id}").status_code == 405
 
 
 def test_aggregate_matches_a_direct_computation(client, finished):
