@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING, Any, cast
 from sqlalchemy import ColumnElement, Table, and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from gni_engine.recording import MetricRow
 from gni_engine.spec import RunSpec
 from gni_service.artifacts import store_artifact
 from gni_service.db import Database
@@ -49,6 +48,7 @@ from gni_service.storage import ArtifactStore, StorageError
 
 if TYPE_CHECKING:
     from gni_engine.figures import ComparisonRun
+    from gni_engine.recording import MetricRow
 
 log = logging.getLogger(__name__)
 experiments_table = cast(Table, Experiment.__table__)
@@ -255,6 +255,10 @@ def _store(
 
 def _figure_inputs(session: Session, runs: list[Run]) -> list[ComparisonRun]:
     """One ``(coordinates, spec, metric rows, summary)`` per run, as the engine's figures take them."""
+    # torch comes with the engine's recording module: imported here, in the drawing process, so
+    # that importing the executors (the reaper imports this module) does not load torch in a parent
+    from gni_engine.recording import MetricRow
+
     metrics: dict[str, list[MetricRow]] = {run.id: [] for run in runs}
     statement = (
         select(MetricPoint.run_id, MetricPoint.step, MetricPoint.name, MetricPoint.value)
