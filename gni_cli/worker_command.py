@@ -78,8 +78,9 @@ def _log_structured(log_format: Literal["json", "text"], level: str) -> None:
     from celery.signals import setup_logging
 
     from gni_service.structured_logging import configure_logging
+    from worker.log_ids import CeleryTaskIds
 
     def configure(**_: Any) -> None:
-        configure_logging(log_format, level)
+        configure_logging(log_format, level, id_filters=[CeleryTaskIds()])
 
     setup_logging.connect(configure, weak=False)

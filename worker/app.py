@@ -21,6 +21,10 @@ def _configuration() -> dict[str, Any]:
     config.update(
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_lost_wait=30.0,
+        # A child imports torch and warms up before it reports ready (worker.tasks); Celery's 4 s
+        # default is less than that takes on a busy node, and a child late by it is killed and
+        # replaced, again and again.
+        worker_proc_alive_timeout=120.0,
     )
     return config
 

@@ -7,6 +7,7 @@ before the function returns or re-raises: a run that diverged is a failed run, n
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from gni_service.executor.retrying import is_infrastructure_error
 from gni_service.experiments import refresh_experiment
 from gni_service.models import Run, RunStatus, utcnow
 from gni_service.settings import get_settings
+from gni_service.structured_logging import log_context
 
 if TYPE_CHECKING:
     from gni_service.executor.batch import BatchContext
@@ -63,6 +65,38 @@ def close_worker_context() -> None:
     worker_context.cache_clear()
 
 
+def warm_up() -> None:
+    """Load what a batch needs (torch, the engine, matplotlib) and connect, before taking work.
+
+    Called in each worker child after the fork, so that the first message is not kept waiting
+    (the imports alone take seconds). Not reaching the database here is not an error: the first
+    batch connects, or retries, as it would anyway.
+    """
+    import gni_engine.execution  # noqa: F401  (torch: after the fork, see the package docstring)
+    import gni_engine.figures  # noqa: F401  (matplotlib)
+
+    context = worker_context()
+    try:
+        context.database.check()
+    except Exception as error:
+        log.warning("warm-up: the database cannot be reached yet (%s)", type(error).__name__)
+    # What is loaded now lives as long as the child: keep the garbage collector's full passes
+    # (frequent while figures are drawn) from walking it again and again, as the API does.
+    gc.collect()
+    gc.freeze()
+
+
+def experiment_of(batch_key: str | None) -> str | None:
+    """The experiment a batch key belongs to (keys are ``<experiment id>/<batch number>``).
+
+    >>> experiment_of("exp_1f/0")
+    'exp_1f'
+    """
+    if not batch_key:
+        return None
+    return batch_key.partition("/")[0] or None
+
+
 def handle_batch(context: BatchContext, batch_key: str) -> BatchReport:
     """Claim the batch's queued runs, train them, record the outcome; see the module docstring."""
     try:
@@ -75,6 +109,13 @@ def handle_batch(context: BatchContext, batch_key: str) -> BatchReport:
     if not runs:
         log.info("batch %s: nothing queued (finished, cancelled or claimed elsewhere)", batch_key)
         return BatchReport(batch_key)
+    with log_context(experiment_id=runs[0].experiment_id, run_ids=[run.id for run in runs]):
+        log.info("batch %s: claimed %d runs (attempt %d)", batch_key, len(runs), max(r.attempt for r in runs))
+        _execute(context, batch_key, runs)
+        return BatchReport(batch_key, _statuses(context, runs))
+
+
+def _execute(context: BatchContext, batch_key: str, runs: list[ClaimedRun]) -> None:
     from gni_service.executor.batch import execute_batch
 
     try:
@@ -87,7 +128,6 @@ def handle_batch(context: BatchContext, batch_key: str) -> BatchReport:
             raise InfrastructureError(f"batch {batch_key} could not be recorded: {error}") from error
         _settle_quietly(context, runs, failed=f"internal error: {type(error).__name__}: {error}")
         raise
-    return BatchReport(batch_key, _statuses(context, runs))
 
 
 def _claim(context: BatchContext, batch_key: str) -> list[ClaimedRun]:

@@ -28,6 +28,7 @@ from gni_service.db import Database
 from gni_service.executor.leases import LeaseReaper
 from gni_service.models import Run, RunStatus
 from gni_service.settings import ServiceSettings
+from gni_service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,21 @@ class CeleryExecutor:
 
     name = "celery"
 
-    def __init__(self, database: Database, settings: ServiceSettings, app: Celery | None = None) -> None:
+    def __init__(
+        self,
+        database: Database,
+        settings: ServiceSettings,
+        app: Celery | None = None,
+        *,
+        store: ArtifactStore | None = None,
+    ) -> None:
         self._database = database
         self._settings = settings
         self._app = app or create_client_app(settings)
-        self._reaper = LeaseReaper(database, settings, self.enqueue, broker_was_reset=self.broker_was_reset)
+        # With the store, the reaper also draws the figures a dead worker left undrawn.
+        self._reaper = LeaseReaper(
+            database, settings, self.enqueue, broker_was_reset=self.broker_was_reset, store=store
+        )
         self._redis: Any = None
 
     def start(self) -> None:
@@ -158,8 +169,12 @@ class CeleryExecutor:
         with self._database.reading() as session:
             for batch_key, spec in session.execute(statement):
                 specs[batch_key].append(RunSpec.model_validate(spec))
-        for message in plan_messages(dict(specs), self._settings):
+        messages = plan_messages(dict(specs), self._settings)
+        for message in messages:
             self.send(message)
+        experiments = sorted({batch_key.partition("/")[0] for batch_key in specs})
+        ids = {"experiment_id": experiments[0]} if len(experiments) == 1 else {}
+        log.info("announced %d batches of %s", len(messages), ", ".join(experiments), extra=ids)
 
     def send(self, message: BatchMessage) -> None:
         try:

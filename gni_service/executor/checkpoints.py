@@ -63,6 +63,8 @@ class StoredCheckpoints:
     def load(self, index: int) -> dict[str, Any] | None:
         from gni_engine.checkpoint import load_checkpoint
 
+        if self._runs[index].attempt <= 1:
+            return None  # only an earlier claim of this run writes its checkpoint: no store round-trip
         key = checkpoint_key(self._runs[index].id)
         try:
             data = self._store.read_bytes(key)
@@ -75,7 +77,12 @@ class StoredCheckpoints:
             try:
                 return load_checkpoint(Path(handle.name))
             except Exception:
-                log.warning("unreadable checkpoint %s: training from scratch", key, exc_info=True)
+                log.warning(
+                    "unreadable checkpoint %s: training from scratch",
+                    key,
+                    exc_info=True,
+                    extra={"run_id": self._runs[index].id},
+                )
                 return None
 
     def save(self, checkpoints: dict[int, dict[str, Any]]) -> None:
@@ -95,13 +102,19 @@ class StoredCheckpoints:
                 self.saved += 1
             except (StorageError, OSError):
                 # Insurance only: without it a lost run restarts from an older checkpoint or from 0.
-                log.warning("could not write the checkpoint of run %s", run_id, exc_info=True)
+                log.warning(
+                    "could not write the checkpoint of run %s",
+                    run_id,
+                    exc_info=True,
+                    extra={"run_id": run_id},
+                )
             finally:
                 path.unlink(missing_ok=True)
 
     def started(self, index: int, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is not None:
-            log.info("run %s resumes at step %d", self._runs[index].id, checkpoint["step"])
+            run_id = self._runs[index].id
+            log.info("run %s resumes at step %d", run_id, checkpoint["step"], extra={"run_id": run_id})
         self._on_started(index, checkpoint)
 
     def discard(self, run_ids: Sequence[str]) -> None:
@@ -110,4 +123,9 @@ class StoredCheckpoints:
             try:
                 self._store.delete(checkpoint_key(run_id))
             except StorageError:
-                log.warning("could not delete the checkpoint of run %s", run_id, exc_info=True)
+                log.warning(
+                    "could not delete the checkpoint of run %s",
+                    run_id,
+                    exc_info=True,
+                    extra={"run_id": run_id},
+                )

@@ -23,6 +23,7 @@ class ClaimedRun:
     position: int
     attempt: int
     spec: dict[str, Any]
+    batch_key: str = ""
 
 
 def next_queued_batch(session: Session) -> str | None:
@@ -55,10 +56,11 @@ def claim_batch(session: Session, batch_key: str, *, now: datetime | None = None
             runs_table.c.position,
             runs_table.c.attempt,
             runs_table.c.spec,
+            runs_table.c.batch_key,
         )
     )
     rows = session.execute(statement).all()
-    claimed = [ClaimedRun(row[0], row[1], int(row[2]), int(row[3]), dict(row[4])) for row in rows]
+    claimed = [ClaimedRun(row[0], row[1], int(row[2]), int(row[3]), dict(row[4]), row[5]) for row in rows]
     return sorted(claimed, key=lambda run: (run.experiment_id, run.position))
 
 

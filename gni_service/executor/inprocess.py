@@ -13,18 +13,26 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 from sqlalchemy import select
 
 from gni_engine.errors import GNIError
 from gni_service.db import Database
 from gni_service.executor.batch import BatchContext, execute_batch
-from gni_service.executor.claims import claim_batch, next_queued_batch, orphaned_runs, requeue_runs
+from gni_service.executor.claims import (
+    ClaimedRun,
+    claim_batch,
+    next_queued_batch,
+    orphaned_runs,
+    requeue_runs,
+)
 from gni_service.executor.leases import LeaseReaper
 from gni_service.experiments import refresh_experiment
 from gni_service.models import Run
 from gni_service.settings import ServiceSettings
 from gni_service.storage import ArtifactStore
+from gni_service.structured_logging import log_context
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,7 @@ class InProcessExecutor:
         self._threads: list[threading.Thread] = []
         self._wake = threading.Condition()
         self._pending = 0
-        self._reaper = LeaseReaper(database, settings, self.enqueue)
+        self._reaper = LeaseReaper(database, settings, self.enqueue, store=store)
 
     @property
     def stopping(self) -> bool:
@@ -92,30 +100,57 @@ class InProcessExecutor:
 
     def run_next_batch(self) -> bool:
         """Claim and train one batch; False when nothing was queued."""
-        database = self._context.database
-        with database.transaction() as session:
+        claimed = self._claim_next()
+        if claimed is None:
+            return False
+        with _batch_log_context(*claimed):
+            self._train(*claimed)
+        return True
+
+    def _claim_next(self) -> tuple[str, list[ClaimedRun]] | None:
+        with self._context.database.transaction() as session:
             batch_key = next_queued_batch(session)
             if batch_key is None:
-                return False
+                return None
             runs = claim_batch(session, batch_key)
             for experiment_id in sorted({run.experiment_id for run in runs}):
                 refresh_experiment(session, experiment_id)
+        return batch_key, runs
+
+    def _train(self, batch_key: str, runs: list[ClaimedRun]) -> None:
+        if runs:
+            attempt = max(run.attempt for run in runs)
+            log.info("batch %s: claimed %d runs (attempt %d)", batch_key, len(runs), attempt)
         execute_batch(self._context, runs)
-        return True
 
     def _work(self) -> None:
         settings = self._context.settings
         while not self.stopping:
             try:
-                worked = self.run_next_batch()
+                claimed = self._claim_next()
             except Exception:
                 # The database may be briefly unreachable: log, back off, keep the thread alive.
-                log.exception("executor thread failed to claim or record a batch")
-                worked = False
+                log.exception("executor thread failed to claim a batch")
                 self._context.stopping.wait(settings.idle_poll_interval_s)
-            if worked or self.stopping:
+                continue
+            if claimed is not None:
+                self._train_quietly(*claimed)
                 continue
             with self._wake:
                 if self._pending == 0:
                     self._wake.wait(settings.idle_poll_interval_s)
                 self._pending = max(0, self._pending - 1)
+
+    def _train_quietly(self, batch_key: str, runs: list[ClaimedRun]) -> None:
+        """Train a claimed batch; a failure to record it is logged (with the batch's ids), then backed off."""
+        with _batch_log_context(batch_key, runs):
+            try:
+                self._train(batch_key, runs)
+            except Exception:
+                log.exception("executor thread failed to record batch %s", batch_key)
+                self._context.stopping.wait(self._context.settings.idle_poll_interval_s)
+
+
+def _batch_log_context(batch_key: str, runs: list[ClaimedRun]) -> AbstractContextManager[None]:
+    experiment_id = runs[0].experiment_id if runs else batch_key.partition("/")[0]
+    return log_context(batch_key=batch_key, experiment_id=experiment_id, run_ids=[run.id for run in runs])
