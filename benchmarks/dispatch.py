@@ -49,6 +49,7 @@ import gc
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -505,13 +506,16 @@ def main() -> None:
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs")
     folder = Path(tempfile.mkdtemp(prefix="gni-bench-"))
-    with service_stack(folder) as stack:
-        if args.submissions:
-            measure_dispatch(stack, args.submissions)
-        if args.busy_submissions:
-            measure_back_to_back(stack, args.busy_submissions + 1)
-        if args.runs:
-            measure_overhead(stack, args.runs, args.steps, args.repeats, folder)
+    try:
+        with service_stack(folder) as stack:
+            if args.submissions:
+                measure_dispatch(stack, args.submissions)
+            if args.busy_submissions:
+                measure_back_to_back(stack, args.busy_submissions + 1)
+            if args.runs:
+                measure_overhead(stack, args.runs, args.steps, args.repeats, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # a 1,000-run sweep leaves ~400 MB of files
     print(f"load average at end: {os.getloadavg()[0]:.2f}")
 
 
