@@ -112,8 +112,13 @@ def check_sweep(sweep: SweepSpec, settings: ServiceSettings) -> None:
         check_run_spec(spec, settings)
 
 
-def check_active_runs(session: Session, owner: str | None, new_runs: int, settings: ServiceSettings) -> None:
-    """Refuse a submission that would leave ``owner`` with too many queued and running runs."""
+def check_active_runs(
+    session: Session, owner: str | None, new_runs: int, settings: ServiceSettings, *, stored: bool = False
+) -> None:
+    """Refuse a submission that would leave ``owner`` with too many queued and running runs.
+
+    ``stored``: the ``new_runs`` are already in the session (queued), so they are among those counted.
+    """
     active = session.scalar(
         select(func.count())
         .select_from(Run)
@@ -123,8 +128,9 @@ def check_active_runs(session: Session, owner: str | None, new_runs: int, settin
             Run.status.in_([s.value for s in ACTIVE_STATUSES]),
         )
     )
+    active = int(active or 0) - (new_runs if stored else 0)
     limit = settings.max_active_runs_per_key
-    if int(active or 0) + new_runs > limit:
+    if active + new_runs > limit:
         message = (
             f"this key has {active} queued or running runs and asked for {new_runs} more; "
             f"the limit max_active_runs_per_key is {limit}"

@@ -106,7 +106,8 @@ def create_experiment_route(
     if dry_run:
         response.status_code = 200
         return ExperimentPlanOut.of(plan_experiment(sweep, max_runs=max_runs))
-    check_active_runs(session, principal.owner, sweep.size(), context.settings)
+    if not body.reuse_results:  # refused before anything is written
+        check_active_runs(session, principal.owner, sweep.size(), context.settings)
     experiment, batch_keys = create_experiment(
         session,
         sweep,
@@ -116,6 +117,8 @@ def create_experiment_route(
         owner=principal.owner,
         reuse_results=body.reuse_results,
     )
+    if body.reuse_results:  # only the runs left to train count; a 429 rolls the creation back
+        check_active_runs(session, principal.owner, experiment.n_queued, context.settings, stored=True)
     out = ExperimentOut.of(experiment)
     replayed = idempotency.commit(202, out)
     if replayed is not None:

@@ -90,6 +90,41 @@ def test_too_many_active_runs_per_key_is_429(sqlite_url, make_app, client_of, er
     assert client.post("/v1/experiments", json=body, headers=bob).status_code == 202  # per key
 
 
+def test_runs_that_reuse_results_do_not_count_as_active(sqlite_url, make_app, client_of, error_of, tiny_spec):
+    from sqlalchemy import func, select
+
+    import gni_engine
+    from gni_service.experiments import refresh_experiment
+    from gni_service.models import Experiment, Run, RunStatus, utcnow
+
+    handle = make_app(sqlite_url, auth="required", max_active_runs_per_key=2)
+    client = client_of(handle)
+    alice = {"Authorization": f"Bearer {handle.new_key('alice')}"}
+    first = client.post("/v1/experiments", json={"base": tiny_spec, "axes": {"seed": [0, 1]}}, headers=alice)
+    assert first.status_code == 202
+    with handle.database.transaction() as session:  # both runs finish (by hand: no worker here)
+        for run in session.scalars(select(Run).where(Run.experiment_id == first.json()["id"])):
+            run.status = RunStatus.succeeded
+            run.summary = {"engine_version": gni_engine.__version__}
+            run.started_at = run.finished_at = utcnow()
+        session.flush()
+        refresh_experiment(session, first.json()["id"])
+
+    def submit(seeds: list[int]) -> object:
+        body = {"base": tiny_spec, "axes": {"seed": seeds}, "reuse_results": True}
+        return client.post("/v1/experiments", json=body, headers=alice)
+
+    reused = submit([0, 1, 2])  # three runs, two reused: one to train, under the limit of 2
+    assert reused.status_code == 202, reused.text
+    with handle.database.reading() as session:
+        before = session.scalar(select(func.count()).select_from(Experiment))
+    refused = submit([0, 1, 2, 3, 4])  # seeds 2–4 to train (2 is queued, not finished) + 1 active > 2
+    error = error_of(refused, 429, "too_many_requests")
+    assert error["details"] == {"limit": "max_active_runs_per_key", "max": 2, "active": 1, "requested": 3}
+    with handle.database.reading() as session:
+        assert session.scalar(select(func.count()).select_from(Experiment)) == before  # nothing stored
+
+
 def test_request_rate_per_key_is_429_with_retry_after(sqlite_url, make_app, client_of, error_of):
     handle = make_app(sqlite_url, auth="required", rate_limit_per_s=0.5, rate_limit_burst=3)
     client = client_of(handle)
