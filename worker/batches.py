@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from gni_service.context import build_artifact_store
 from gni_service.db import Database
-from gni_service.executor.claims import ClaimedRun, claim_batch, requeue_runs, runs_table
+from gni_service.executor.claims import ClaimedRun, claim_batch, requeue_runs, runs_table, still_held
 from gni_service.executor.retrying import is_infrastructure_error
 from gni_service.experiments import refresh_experiment
 from gni_service.models import Run, RunStatus, utcnow
@@ -153,11 +153,7 @@ def _settle_quietly(context: BatchContext, runs: list[ClaimedRun], *, failed: st
                 for run in runs:
                     session.execute(
                         update(runs_table)
-                        .where(
-                            runs_table.c.id == run.id,
-                            runs_table.c.attempt == run.attempt,
-                            runs_table.c.status == RunStatus.running.value,
-                        )
+                        .where(still_held(run))
                         .values(status=RunStatus.failed.value, finished_at=utcnow(), error=failed[:4000])
                     )
             for experiment_id in sorted({run.experiment_id for run in runs}):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, and_, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -24,6 +24,15 @@ class ClaimedRun:
     attempt: int
     spec: dict[str, Any]
     batch_key: str = ""
+
+
+def still_held(run: ClaimedRun) -> ColumnElement[bool]:
+    """The run is still running under this claim (no reaper re-queued it, no other attempt holds it)."""
+    return and_(
+        runs_table.c.id == run.id,
+        runs_table.c.attempt == run.attempt,
+        runs_table.c.status == RunStatus.running.value,
+    )
 
 
 def next_queued_batch(session: Session) -> str | None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, delete, insert, not_, or_, select, update
 
 from gni_service.db import Database
-from gni_service.executor.claims import ClaimedRun, runs_table
+from gni_service.executor.claims import ClaimedRun, runs_table, still_held
 from gni_service.executor.retrying import is_infrastructure_error, retry_infrastructure
 from gni_service.experiments import refresh_experiment
 from gni_service.metrics import finite_or_none
@@ -161,11 +161,7 @@ class BatchRecorder:
             with self._database.transaction() as session:
                 session.execute(
                     update(runs_table)
-                    .where(
-                        runs_table.c.id == run.id,
-                        runs_table.c.attempt == run.attempt,
-                        runs_table.c.status == RunStatus.running.value,
-                    )
+                    .where(still_held(run))
                     .values(
                         status=RunStatus.cancelled.value,
                         finished_at=utcnow(),
