@@ -59,8 +59,12 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
+NOISE_STREAMS: set[str] = set()  # which noise streams the timed trainers used
+
+
 def time_training(specs: list[RunSpec]) -> float:
     trainer = BatchTrainer(specs)
+    NOISE_STREAMS.add(trainer.noise_stream)
     _sync()
     start = time.perf_counter()
     trainer.run()
@@ -88,6 +92,7 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "stacked_runs_per_s": stacked_rate,
         "speedup": stacked_rate / seq_rate,
         "stacked_tflops": flops * stacked_rate / 1e12,
+        "noise_streams": sorted(NOISE_STREAMS),
         "sequential_seconds": seq,
         "stacked_seconds": stacked,
     }
@@ -123,19 +128,23 @@ def main() -> None:
         f"sweep: {args.runs} runs of 1 → {args.width} × {args.hidden} → 1, "
         f"{args.points} points, {args.steps} steps"
     )
-    results = [measure(args, mode) for mode in args.modes.split(",")]
-    for r in results:
+    results = []
+    for mode in args.modes.split(","):  # printed and written as each mode finishes
+        r = measure(args, mode)
+        results.append(r)
         print(
             f"{r['mode']:>9}: sequential {r['sequential_runs_per_s']:.3f} runs/s, stacked "
-            f"{r['stacked_runs_per_s']:.3f} runs/s ({r['speedup']:.2f}×, {r['stacked_tflops']:.3f} TFLOP/s)"
+            f"{r['stacked_runs_per_s']:.3f} runs/s ({r['speedup']:.2f}×, {r['stacked_tflops']:.3f} TFLOP/s; "
+            f"noise: {', '.join(r['noise_streams'])})",
+            flush=True,
         )
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {"device": name, "torch": torch.__version__, "args": vars(args), "results": results},
-                f,
-                indent=2,
-            )
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(
+                    {"device": name, "torch": torch.__version__, "args": vars(args), "results": results},
+                    f,
+                    indent=2,
+                )
 
 
 if __name__ == "__main__":

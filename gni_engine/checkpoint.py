@@ -59,6 +59,8 @@ def run_checkpoint(trainer: BatchTrainer, e: int) -> dict[str, Any]:
             "shuffle": trainer.shuffle_generators[e].get_state(),
             "analysis": trainer.analysis_generators[e].get_state(),
         },
+        # counter-based training noise (GPU): the run's Philox counter; None with generator noise
+        "noise_counter": None if trainer.noise_streams is None else trainer.noise_streams.state(e),
         "order": None if trainer.epoch_order is None else trainer.epoch_order[e].detach().cpu().clone(),
         "position": trainer.epoch_position,
         "metrics": [[r.step, r.name, r.value] for r in state.metrics],
@@ -97,6 +99,14 @@ def restore(trainer: BatchTrainer, checkpoints: list[dict[str, Any]]) -> None:
         state.status, state.error, state.failed_step = ckpt["status"], ckpt["error"], ckpt.get("failed_step")
         state.metrics = [MetricRow(int(s), str(n), float(v)) for s, n, v in ckpt["metrics"]]
         trainer.active[e] = state.status == "running"
+    if trainer.noise_streams is not None:
+        counters: list[int] = []
+        for ckpt in checkpoints:
+            counter = ckpt.get("noise_counter")
+            if counter is None:
+                raise ValueError("checkpoint has no noise counter: it was written with generator noise")
+            counters.append(int(counter))
+        trainer.noise_streams.load(counters)
     orders = [c["order"] for c in checkpoints]
     trainer.epoch_order = None if orders[0] is None else torch.stack(orders).to(device)
     trainer.epoch_position = int(checkpoints[0]["position"])

@@ -113,6 +113,16 @@ class NoisePlan:
             )
         return self._views[key]
 
+    def columns(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Point k's additive and multiplicative scales as contiguous (E,) tensors, cached."""
+        key = (k, 0, 0.0)
+        if key not in self._views:
+            self._views[key] = (
+                self.scales.additive[:, k].contiguous(),
+                self.scales.multiplicative[:, k].contiguous(),
+            )
+        return self._views[key]
+
     @property
     def any_noise(self) -> bool:
         return any(self.run_draws)

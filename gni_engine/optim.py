@@ -37,6 +37,8 @@ class StackedOptimiser:
         self.state: list[dict[str, torch.Tensor]] = [{} for _ in self.params]
         self._views: dict[tuple[str, int], torch.Tensor] = {}
         self._lr_values: list[float] | None = None
+        self._step_tensor: torch.Tensor | None = None  # Adam's step count on the device …
+        self._step_on_device = 0  # … and the count it holds
 
     def _per_run(self, name: str, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``values`` (E,) shaped to broadcast over ``like`` and in its dtype, cached per shape."""
@@ -46,10 +48,17 @@ class StackedOptimiser:
         return self._views[key]
 
     @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor], active: torch.Tensor) -> None:
-        """One update; ``active`` (E,) bool. Gradients of inactive runs are ignored (they may be NaN)."""
+    def step(
+        self, grads: Sequence[torch.Tensor], active: torch.Tensor, *, all_active: bool | None = None
+    ) -> None:
+        """One update; ``active`` (E,) bool. Gradients of inactive runs are ignored (they may be NaN).
+
+        ``all_active``: the caller's word that every run is active, which spares reading ``active``
+        back from the device (a GPU pipeline stall).
+        """
         self.step_count += 1
-        all_active = bool(active.all())
+        if all_active is None:
+            all_active = bool(active.all())
         if self.kind == "adam":
             self._fused_adam(grads, active, all_active)
             return
@@ -82,7 +91,14 @@ class StackedOptimiser:
         beta1, beta2 = self.betas
         # the fused kernel walks memory in order: a transposed gradient (from bmm) must be made dense
         grads = [g.contiguous() for g in grads]
-        step = torch.tensor(float(self.step_count), device=self.params[0].device)
+        # the step count lives on the device: building it from a Python number each step would be a
+        # blocking host-to-device copy on a GPU
+        if self._step_tensor is not None and self._step_on_device == self.step_count - 1:
+            self._step_tensor.add_(1.0)
+        else:
+            self._step_tensor = torch.tensor(float(self.step_count), device=self.params[0].device)
+        self._step_on_device = self.step_count
+        step = self._step_tensor
         for lr, runs in self._lr_groups(active, all_active):
 
             def pick(tensors: Sequence[torch.Tensor], runs: list[int] | None = runs) -> list[torch.Tensor]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,13 @@ from typing import Any
 import torch
 
 from gni_engine import __version__
+from gni_engine.counter_noise import (
+    CounterNoiseSampler,
+    CounterStreams,
+    Injector,
+    gpu_injector,
+    reference_injector,
+)
 from gni_engine.data import Dataset, build_dataset
 from gni_engine.errors import DivergenceError, SpecError
 from gni_engine.explicit_gradient import explicit_objective, hand_gradient_applies
@@ -31,10 +39,11 @@ from gni_engine.noise import NoisePlan, NoiseSampler, NoiseScales
 from gni_engine.optim import StackedOptimiser
 from gni_engine.recording import LossRecorder, MetricRow, RecordContext, Recorder, RegulariserRecorder
 from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
-from gni_engine.seeding import make_generator
+from gni_engine.seeding import derive_seed, make_generator
 from gni_engine.spec import RunSpec
 from gni_engine.stacked import StackedMLP, StackedNetwork, stack_networks
 
+SETTLE_EVERY = 16  # on a GPU, steps between reads of the divergence flags (the failing step stays exact)
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
 
 
@@ -91,19 +100,30 @@ def resolve_device(spec: RunSpec) -> torch.device:
 
 
 @contextlib.contextmanager
-def precision_context(precision: str, device: torch.device) -> Iterator[None]:
-    """tf32: TF32 matmuls on CUDA; bf16: autocast the forward to bfloat16; fp32/fp64: plain."""
+def matmul_precision(precision: str) -> Iterator[None]:
+    """TF32 matmuls and convolutions on CUDA for ``tf32`` only, whatever the process default is.
+
+    Training's backward passes run inside it too: a tf32 run's gradients are TF32 products, and an
+    fp32 run's are full fp32 even where the environment turned TF32 on for the whole process.
+    """
     previous = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     torch.backends.cudnn.allow_tf32 = precision == "tf32"
     try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
+
+
+@contextlib.contextmanager
+def precision_context(precision: str, device: torch.device) -> Iterator[None]:
+    """Forward passes: :func:`matmul_precision`, and for bf16 autocast to bfloat16; fp32/fp64: plain."""
+    with matmul_precision(precision):
         if precision == "bf16":
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
                 yield
         else:
             yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
 
 
 def _stack_data(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.Tensor:
@@ -124,7 +144,13 @@ class BatchTrainer:
         callbacks: BatchCallbacks | None = None,
         recorders: Sequence[Recorder] | None = None,
         dataset_loader: Callable[[RunSpec, torch.dtype], Dataset] | None = None,
+        noise_stream: str = "auto",
     ) -> None:
+        """``noise_stream``: where training noise comes from. ``"generator"``: each run's
+        ``torch.Generator`` (one draw per run and pass); ``"counter"``: counter-based Philox streams
+        (:mod:`gni_engine.counter_noise`), one fused kernel for all runs on a GPU; ``"auto"``: counter
+        on a GPU with Triton (MLPs, not bf16), generator otherwise. The environment variable
+        ``GNI_NOISE_STREAM`` overrides ``"auto"`` (for benchmarks)."""
         if not specs:
             raise ValueError("a batch needs at least one run")
         keys = {batch_key(s) for s in specs}
@@ -141,7 +167,7 @@ class BatchTrainer:
         load = dataset_loader or (lambda s, d: build_dataset(s, dtype=d))
         self.datasets = self._load_datasets(load)
         self.states = [RunState(s) for s in self.specs]
-        self._build()
+        self._build(noise_stream)
 
     # ------------------------------------------------------------------------------------ set-up
     def _load_datasets(self, load: Callable[[RunSpec, torch.dtype], Dataset]) -> list[Dataset]:
@@ -157,7 +183,7 @@ class BatchTrainer:
             raise ValueError(f"runs of one batch have different data shapes: {sorted(map(str, shapes))}")
         return out
 
-    def _build(self) -> None:
+    def _build(self, noise_stream: str) -> None:
         e = len(self.specs)
         data = self.datasets[0]
         nets = [
@@ -194,6 +220,12 @@ class BatchTrainer:
         self.noise_generators = [make_generator(s.seed, "noise", gen_device) for s in self.specs]
         self.shuffle_generators = [make_generator(s.seed, "shuffle") for s in self.specs]
         self.analysis_generators = [make_generator(s.seed, "analysis", gen_device) for s in self.specs]
+        self.injector = self._choose_injector(noise_stream)
+        self.noise_streams = (
+            CounterStreams([derive_seed(s.seed, "noise") for s in self.specs], self.device)
+            if self.injector is not None
+            else None
+        )
         lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
         momentum = torch.tensor(
             [s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device
@@ -202,6 +234,9 @@ class BatchTrainer:
             self.net.parameters(), kind=self.first.training.optimizer, lr=lr, momentum=momentum
         )
         self.active = torch.ones(e, dtype=torch.bool, device=self.device)
+        self.diverged_at = torch.zeros(e, dtype=torch.long, device=self.device)  # 0: has not diverged
+        # reading flags back waits for the device: free on the CPU, a pipeline stall on a GPU
+        self.settle_every = 1 if self.device.type == "cpu" else SETTLE_EVERY
         self.step = 0
         self.epoch_order: torch.Tensor | None = None  # (E, N) current epoch's permutation per run
         self.epoch_position = 0
@@ -219,6 +254,27 @@ class BatchTrainer:
             and isinstance(self.net, StackedMLP)
             and hand_gradient_applies(self.net, self.loss, self.r_scales)
         )
+
+    def _choose_injector(self, noise_stream: str) -> Injector | None:
+        if noise_stream == "auto":
+            noise_stream = os.environ.get("GNI_NOISE_STREAM", "auto")
+        if noise_stream not in ("auto", "generator", "counter"):
+            raise ValueError(f"noise_stream: expected 'auto', 'generator' or 'counter', got {noise_stream!r}")
+        if noise_stream == "generator":
+            return None
+        fits = self.net.point_sizes() is not None and self.precision != "bf16"
+        if noise_stream == "counter":
+            if not fits:
+                raise ValueError("noise_stream 'counter' needs an MLP and a precision other than bf16")
+            return (gpu_injector() if self.device.type == "cuda" else None) or reference_injector
+        return gpu_injector() if fits and self.device.type == "cuda" else None
+
+    @property
+    def noise_stream(self) -> str:
+        """Which stream the training noise comes from, as results record it."""
+        if self.injector is None:
+            return "torch-generator"
+        return "philox-counter" + ("" if self.injector is reference_injector else "/triton")
 
     # ---------------------------------------------------------------------------------- training
     def _minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,8 +297,14 @@ class BatchTrainer:
             x = x.repeat(1, self.samples, *([1] * (x.dim() - 2)))
             y = y.repeat(1, self.samples, *([1] * (y.dim() - 2)))
         needs_r, needs_noise = self.needs_r, self.needs_noise
-        sampler = NoiseSampler(self.train_noise, self.noise_generators, n_examples=int(x.shape[1]))
-        perturb = sampler.perturb() if needs_noise else None
+        perturb = None
+        if needs_noise:
+            sampler: NoiseSampler | CounterNoiseSampler = (
+                CounterNoiseSampler(self.train_noise, self.noise_streams, int(x.shape[1]), self.injector)
+                if self.noise_streams is not None and self.injector is not None
+                else NoiseSampler(self.train_noise, self.noise_generators, n_examples=int(x.shape[1]))
+            )
+            perturb = sampler.perturb()
         with precision_context(self.precision, self.device):
             # autograd's vector–Jacobian products need the input in the graph; the MLP recursion does not
             x_in = x.detach().requires_grad_(True) if needs_r and self.net.point_sizes() is None else x
@@ -272,16 +334,38 @@ class BatchTrainer:
             grads = objective.gradients
         else:
             losses = self._objective(x, y)
+        # divergence is flagged on the device (no wait for the GPU); the host reads the flags in
+        # :meth:`settle_failures`, every step on the CPU and every ``settle_every`` steps on a GPU
         finite = torch.isfinite(losses.detach())
-        newly_bad = self.active & ~finite
-        if bool(newly_bad.any()):
-            for e in torch.nonzero(newly_bad).flatten().tolist():
-                self._fail(e, f"diverged at step {self.step + 1}: non-finite training loss", self.step + 1)
+        self.diverged_at = torch.where(self.active & ~finite, self.step + 1, self.diverged_at)
+        self.active &= finite
         if grads is None:
             total = torch.where(self.active, losses, torch.zeros_like(losses)).sum()
-            grads = torch.autograd.grad(total, self.net.parameters())
-        self.optimiser.step(grads, self.active)
+            with matmul_precision(self.precision):
+                grads = torch.autograd.grad(total, self.net.parameters())
+        all_active = self.all_running
+        if all_active and self.settle_every > 1:
+            # a run may have diverged since the host last looked: keep its NaNs out of its weights
+            grads = [g.masked_fill(~self.active.reshape((-1,) + (1,) * (g.dim() - 1)), 0.0) for g in grads]
+        self.optimiser.step(grads, self.active, all_active=all_active)
         self.step += 1
+        if self.step % self.settle_every == 0:
+            self.settle_failures()
+
+    @property
+    def all_running(self) -> bool:
+        """Host view: no run of the batch has failed (as far as the last settle knows) or been cancelled."""
+        return all(state.status == "running" for state in self.states)
+
+    @property
+    def any_running(self) -> bool:
+        return any(state.status == "running" for state in self.states)
+
+    def settle_failures(self) -> None:
+        """Mark the runs whose training loss went non-finite as failed, naming the step (syncs the device)."""
+        for e, step in enumerate(self.diverged_at.tolist()):
+            if step and self.states[e].status == "running":
+                self._fail(e, f"diverged at step {step}: non-finite training loss", step)
 
     def _fail(self, e: int, message: str, step: int) -> None:
         state = self.states[e]
@@ -289,8 +373,16 @@ class BatchTrainer:
         self.active[e] = False
 
     def _poll_cancel(self) -> None:
-        for e, state in enumerate(self.states):
-            if state.status == "running" and self.callbacks.should_cancel(e):
+        wanted = [
+            e
+            for e, state in enumerate(self.states)
+            if state.status == "running" and self.callbacks.should_cancel(e)
+        ]
+        if wanted:
+            self.settle_failures()  # a run that already diverged is reported as failed, not cancelled
+        for e in wanted:
+            state = self.states[e]
+            if state.status == "running":
                 state.status = "cancelled"
                 state.error = f"cancelled at step {self.step}"
                 self.active[e] = False
@@ -314,6 +406,10 @@ class BatchTrainer:
         )
 
     def record(self) -> None:
+        with matmul_precision("fp32"):  # analyses in full precision, tf32 runs included
+            self._record()
+
+    def _record(self) -> None:
         ctx = self._context(final=False)
         per_run: list[list[MetricRow]] = [[] for _ in self.specs]
         for recorder in self.recorders:
@@ -325,6 +421,10 @@ class BatchTrainer:
                 self.callbacks.on_metrics(e, rows)
 
     def summarise(self) -> None:
+        with matmul_precision("fp32"):
+            self._summarise()
+
+    def _summarise(self) -> None:
         ctx = self._context(final=True)
         summaries: list[dict[str, Any]] = [{} for _ in self.specs]
         for recorder in self.recorders:
@@ -365,20 +465,25 @@ class BatchTrainer:
         progress_every = max(1, total // 100)
         if self.step == 0:
             self.record()
-        while self.step < total and bool(self.active.any()):
+        while self.step < total and self.any_running:
             self._poll_cancel()
-            if not bool(self.active.any()):
+            if not self.any_running:
                 break
             self.train_step()
             if self.step % every == 0 or self.step == total:
+                self.settle_failures()
                 self.record()
             if self.step % progress_every == 0 or self.step == total:
+                self.settle_failures()
                 for e, state in enumerate(self.states):
                     if state.status == "running":
                         self.callbacks.on_progress(e, self.step, total)
             if on_checkpoint is not None and checkpoint_every > 0 and self.step < total:
-                if self.step % checkpoint_every == 0 and bool(self.active.any()):
-                    on_checkpoint(self)
+                if self.step % checkpoint_every == 0:
+                    self.settle_failures()
+                    if self.any_running:
+                        on_checkpoint(self)
+        self.settle_failures()
         self.summarise()
         wall = time.perf_counter() - start
         for e, state in enumerate(self.states):
@@ -391,6 +496,7 @@ class BatchTrainer:
                     "device": str(self.device),
                     "device_name": device_name(self.device),
                     "precision": self.precision,
+                    "noise_stream": self.noise_stream,
                     "dtype": str(self.dtype).removeprefix("torch."),
                     "engine_version": __version__,
                     "torch_version": torch.__version__,

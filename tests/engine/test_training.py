@@ -213,6 +213,71 @@ def test_divergence_fails_one_run_and_spares_the_others():
     )
 
 
+def test_deferred_divergence_checks_name_the_same_step_and_keep_nan_out_of_the_weights():
+    """On a GPU the host reads the divergence flags every few steps (no stall per step); forced here."""
+    bad = spec(training__lr=10.0, training__optimizer="sgd", training__steps=200, noise__sigma=0.0)
+    good = spec(training__lr=0.01, training__optimizer="sgd", training__steps=200, seed=1)
+    every_step = train_batch([bad, good])
+    deferred = BatchTrainer([bad, good])
+    deferred.settle_every = 16
+    states = deferred.run()
+    assert states[0].status == "failed" and states[0].failed_step == every_step[0].failed_step
+    assert states[0].error == every_step[0].error
+    assert all(bool(torch.isfinite(w).all()) for w in states[0].weights.values())
+    assert states[1].status == "succeeded"
+    torch.testing.assert_close(states[1].weights, every_step[1].weights, rtol=0, atol=0)
+
+
+def test_deferred_checks_report_a_diverged_run_as_failed_even_when_cancelled_later():
+    class CancelFirst(BatchCallbacks):
+        def should_cancel(self, index: int) -> bool:
+            return index == 0
+
+    bad = spec(training__lr=10.0, training__optimizer="sgd", training__steps=200, noise__sigma=0.0)
+    good = spec(seed=1, training__steps=200, training__optimizer="sgd")
+    trainer = BatchTrainer([bad, good], callbacks=CancelFirst())
+    trainer.settle_every = 1000
+    for _ in range(100):  # the bad run diverges at step 76; the host has not looked yet
+        trainer.train_step()
+    assert [s.status for s in trainer.states] == ["running", "running"]
+    states = trainer.run()
+    assert states[0].status == "failed" and states[0].failed_step == 76
+    assert states[1].status == "succeeded"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "tf32"])
+def test_backward_passes_run_in_the_runs_matmul_precision(precision: str) -> None:
+    """TF32 for tf32 runs' gradients too (not only the forward); never for fp32, whatever the default."""
+    seen: list[bool] = []
+    trainer = BatchTrainer([spec(execution__precision=precision)])
+    trainer.net.parameters()[0].register_hook(
+        lambda g: seen.append(torch.backends.cuda.matmul.allow_tf32) or g
+    )
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = precision == "fp32"  # the opposite, as a process default
+    try:
+        trainer.train_step()
+        recorded: list[bool] = []
+        trainer.recorders.append(_FlagRecorder(recorded))
+        trainer.record()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+    assert seen == [precision == "tf32"]
+    assert recorded == [False]  # analyses in full precision
+
+
+class _FlagRecorder:
+    def __init__(self, seen: list[bool]) -> None:
+        self.seen = seen
+
+    def record(self, ctx: Any) -> list[list[Any]]:
+        self.seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return [[] for _ in ctx.specs]
+
+    def summarise(self, ctx: Any) -> list[dict[str, Any]]:
+        return [{} for _ in ctx.specs]
+
+
 def test_cancellation_between_steps():
     class CancelSecond(BatchCallbacks):
         def should_cancel(self, index: int) -> bool:

@@ -1,0 +1,244 @@
+"""GPU checks that CPU tests cannot make: a stacked batch equals its runs trained alone on the device,
+a diverging run fails on its own (naming its step) while the others finish, and where a stacked step's
+time goes (torch.profiler, the reference sweep's network).
+
+    python benchmarks/gpu_checks.py --json out.json [--profile-runs 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+
+from gni_engine.spec import RunSpec, parse_run_spec
+from gni_engine.training import BatchTrainer
+
+DEVICE = "cuda"
+
+
+def _sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def spec(
+    mode: str,
+    kind: str,
+    seed: int,
+    *,
+    precision: str,
+    lr: float = 1e-3,
+    steps: int = 200,
+    width: int = 64,
+    points: int = 128,
+    optimizer: str = "adam",
+) -> RunSpec:
+    return parse_run_spec(
+        {
+            "data": {"n_points": points, "frequencies": [1.0, 5.0, 10.0], "phases": "zero"},
+            "model": {"hidden": [width] * 3},
+            "noise": {"sigma": 0.1, "kind": kind, "layers": "all"},
+            "training": {"mode": mode, "steps": steps, "lr": lr, "optimizer": optimizer},
+            "analyses": {
+                "record_every": steps,
+                "noise_gap_samples": 0,
+                "layer_norms": False,
+                "spectrum": False,
+            },
+            "execution": {"device": DEVICE, "precision": precision},
+            "seed": seed,
+        }
+    )
+
+
+def equivalence(precision: str) -> dict[str, Any]:
+    """Largest relative difference between each run trained in a batch of five and trained alone."""
+    specs = [
+        spec("baseline", "additive", 0, precision=precision),
+        spec("gni", "additive", 1, precision=precision),
+        spec("gni", "multiplicative", 2, precision=precision),
+        spec("explicit", "additive", 3, precision=precision),
+        spec("explicit", "multiplicative", 4, precision=precision),
+    ]
+    stacked = BatchTrainer(specs).run()
+    worst: dict[str, float] = {}
+    for s, together in zip(specs, stacked, strict=True):
+        alone = BatchTrainer([s]).run()[0]
+        diff = max(
+            float((together.weights[k] - alone.weights[k]).abs().max() / alone.weights[k].abs().max())
+            for k in alone.weights
+        )
+        worst[f"{s.training.mode}/{s.noise.kind}"] = diff
+    return worst
+
+
+def counter_kernel() -> dict[str, Any]:
+    """The Triton kernel against the pure-torch definition (CPU): normals, injection and its backward."""
+    from gni_engine.counter_noise import counter_normals, inject_reference
+    from gni_engine.counter_noise_triton import counter_normals_gpu, inject_gpu
+
+    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
+    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)  # the second crosses 2**32
+    n = 70_001
+    fast = counter_normals_gpu(keys.cuda(), starts.cuda(), n).cpu()
+    slow = counter_normals(keys, starts, n)
+    out: dict[str, Any] = {"normals_max_abs_diff": float((fast - slow).abs().max())}
+    h = torch.randn(3, 50, 7, dtype=torch.float64)
+    a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
+    m = torch.tensor([0.0, 0.3, 0.2], dtype=torch.float64)
+    g = torch.randn_like(h)
+    for sign in (1.0, -1.0):
+        hs = h.clone().requires_grad_(True)
+        ref = inject_reference(hs, a, m, keys, starts + 11, sign)
+        (ref_grad,) = torch.autograd.grad(ref, hs, g)
+        hc = h.cuda().requires_grad_(True)
+        got = inject_gpu(hc, a.cuda(), m.cuda(), keys.cuda(), starts.cuda(), 11, sign, True)
+        (got_grad,) = torch.autograd.grad(got, hc, g.cuda())
+        out[f"inject_sign{sign:+.0f}_max_abs_diff"] = float((got.detach().cpu() - ref.detach()).abs().max())
+        out[f"inject_grad_sign{sign:+.0f}_max_abs_diff"] = float((got_grad.cpu() - ref_grad).abs().max())
+    return out
+
+
+def baseline_diagnosis() -> dict[str, Any]:
+    """Why fp32 baseline runs differed alone vs in a batch (first GPU call): where and how much."""
+    base = spec("baseline", "additive", 0, precision="fp32")
+    alone = BatchTrainer([base]).run()[0]
+    fp64 = BatchTrainer([spec("baseline", "additive", 0, precision="fp64")]).run()[0]
+    pair = BatchTrainer([base, spec("baseline", "additive", 1, precision="fp32")]).run()[0]
+    mixed = BatchTrainer([base, spec("gni", "additive", 1, precision="fp32")]).run()[0]
+
+    def worst(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[Any]:
+        """The three tensors that differ most: (max |Δ|, max |Δ| / max |w|, name)."""
+        rows = []
+        for k in a:
+            diff = float((a[k].double() - b[k].double()).abs().max())
+            rows.append((diff, diff / float(b[k].abs().max()), k))
+        return sorted(rows, key=lambda r: r[1], reverse=True)[:3]
+
+    return {
+        "fp32_vs_fp64_alone": worst(alone.weights, fp64.weights),
+        "two_baselines_vs_alone": worst(pair.weights, alone.weights),
+        "with_a_gni_run_vs_alone": worst(mixed.weights, alone.weights),
+        "losses": [
+            alone.summary["train_loss"],
+            fp64.summary["train_loss"],
+            pair.summary["train_loss"],
+            mixed.summary["train_loss"],
+        ],
+    }
+
+
+def divergence() -> dict[str, Any]:
+    """One run with a huge SGD step in a batch of three: it alone fails, at the step it diverged."""
+    specs = [
+        spec("gni", "additive", i, precision="fp32", lr=lr, steps=300, optimizer="sgd")
+        for i, lr in enumerate([1e-3, 10.0, 1e-3])
+    ]
+    states = BatchTrainer(specs).run()
+    alone = BatchTrainer([specs[1]]).run()[0]
+    return {
+        "statuses": [s.status for s in states],
+        "failed_step": states[1].failed_step,
+        "failed_step_alone": alone.failed_step,
+        "error": states[1].error,
+        "others_finite": all(
+            bool(torch.isfinite(v).all()) for s in (states[0], states[2]) for v in s.weights.values()
+        ),
+    }
+
+
+def profile(runs: int, mode: str, precision: str) -> dict[str, Any]:
+    specs = [
+        parse_run_spec(
+            {
+                "data": {"n_points": 1024, "frequencies": [1.0, 5.0, 10.0, 20.0], "phases": "zero"},
+                "model": {"hidden": [256] * 4},
+                "noise": {"sigma": 0.1, "layers": "all"},
+                "training": {"mode": mode, "steps": 100, "lr": 1e-3},
+                "analyses": {
+                    "record_every": 100,
+                    "noise_gap_samples": 0,
+                    "layer_norms": False,
+                    "spectrum": False,
+                },
+                "execution": {"device": DEVICE, "precision": precision},
+                "seed": i,
+            }
+        )
+        for i in range(runs)
+    ]
+    trainer = BatchTrainer(specs)
+    for _ in range(5):
+        trainer.train_step()
+    _sync()
+    steps = 20
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    host = (time.perf_counter() - start) / steps  # time to enqueue a step (the GPU may lag behind)
+    _sync()
+    wall = (time.perf_counter() - start) / steps
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if DEVICE == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        for _ in range(10):
+            trainer.train_step()
+        _sync()
+    table = prof.key_averages().table(
+        sort_by="cuda_time_total" if DEVICE == "cuda" else "cpu_time_total",
+        row_limit=25,
+        max_name_column_width=60,
+    )
+    print(
+        f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}): wall {wall * 1e3:.2f} ms/step, "
+        f"host enqueue {host * 1e3:.2f} ms/step"
+    )
+    print(table)
+    return {
+        "runs": runs,
+        "mode": mode,
+        "precision": precision,
+        "noise_stream": trainer.noise_stream,
+        "wall_ms_per_step": wall * 1e3,
+        "host_ms_per_step": host * 1e3,
+        "table": table,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--profile-runs", type=int, default=256)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
+    out: dict[str, Any] = {"device": name, "torch": torch.__version__}
+    if DEVICE == "cuda":
+        out["counter_kernel"] = counter_kernel()
+        print(f"counter kernel vs reference: {out['counter_kernel']}", flush=True)
+    for precision in ("fp64", "fp32"):
+        out[f"equivalence_{precision}"] = equivalence(precision)
+        print(f"equivalence {precision}: {out[f'equivalence_{precision}']}", flush=True)
+    out["baseline_diagnosis"] = baseline_diagnosis()
+    print(f"baseline diagnosis: {out['baseline_diagnosis']}", flush=True)
+    out["divergence"] = divergence()
+    print(f"divergence: {out['divergence']}", flush=True)
+    out["profiles"] = [
+        profile(args.profile_runs, "gni", "fp32"),
+        profile(args.profile_runs, "explicit", "fp32"),
+    ]
+    with open(args.json, "w") as f:
+        json.dump(out, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

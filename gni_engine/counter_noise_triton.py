@@ -1,0 +1,178 @@
+"""The GPU kernel of :mod:`gni_engine.counter_noise`: draw and inject every run's noise in one launch.
+
+Imported only where CUDA and Triton are present. Program (e, b) handles counters b·BLOCK … of run e
+at one injection point: Philox4x32-10 gives four 32-bit words per counter, Box–Muller turns them
+into four normals, which are laid out contiguously (value 4j + lane) and applied to the activations
+read once and written once. The backward pass of multiplicative noise, g (1 + s m ε), regenerates ε
+from the same counters instead of keeping it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 512  # counters per program: 2,048 values
+
+
+@triton.jit
+def _uniform(bits):  # type: ignore[no-untyped-def]
+    return ((bits >> 8) + 1).to(tl.float32) * 5.9604644775390625e-08  # (0, 1], 2**-24 steps
+
+
+@triton.jit
+def _normals(c, key, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+    k0 = (key & 0xFFFFFFFF).to(tl.uint32)
+    k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    c0 = (c & 0xFFFFFFFF).to(tl.uint32)
+    c1 = ((c >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    c2 = tl.zeros_like(c0)
+    c3 = tl.zeros_like(c0)
+    for r in tl.static_range(10):
+        if r > 0:
+            k0 = k0 + 0x9E3779B9
+            k1 = k1 + 0xBB67AE85
+        hi0 = tl.umulhi(c0, 0xD2511F53)
+        lo0 = c0 * 0xD2511F53
+        hi1 = tl.umulhi(c2, 0xCD9E8D57)
+        lo1 = c2 * 0xCD9E8D57
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    r01 = tl.sqrt(-2.0 * tl.log(_uniform(c0)))
+    a01 = 6.283185307179586 * _uniform(c1)
+    r23 = tl.sqrt(-2.0 * tl.log(_uniform(c2)))
+    a23 = 6.283185307179586 * _uniform(c3)
+    z0 = r01 * tl.cos(a01)
+    z1 = r01 * tl.sin(a01)
+    z2 = r23 * tl.cos(a23)
+    z3 = r23 * tl.sin(a23)
+    # join stacks on a new last axis: [j, p, q] = (z0, z2 | z1, z3)[q][p] flattens to z0 z1 z2 z3 per counter
+    return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [4 * BLOCK])
+
+
+@triton.jit
+def _inject_kernel(  # type: ignore[no-untyped-def]
+    src_ptr,
+    dst_ptr,
+    add_ptr,
+    mul_ptr,
+    keys_ptr,
+    starts_ptr,
+    point_offset,
+    n,
+    sign,
+    BACKWARD: tl.constexpr,
+    NORMALS_ONLY: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    e = tl.program_id(0)
+    b = tl.program_id(1)
+    j = b * BLOCK + tl.arange(0, BLOCK)
+    key = tl.load(keys_ptr + e)
+    c = tl.load(starts_ptr + e) + point_offset + j.to(tl.int64)
+    z = _normals(c, key, BLOCK)
+    offs = b.to(tl.int64) * (4 * BLOCK) + tl.arange(0, 4 * BLOCK)
+    mask = offs < n
+    row = e.to(tl.int64) * n
+    if NORMALS_ONLY:
+        tl.store(dst_ptr + row + offs, z, mask=mask)
+    else:
+        v = tl.load(src_ptr + row + offs, mask=mask, other=0.0)
+        z = z.to(v.dtype)
+        m = tl.load(mul_ptr + e) * sign
+        if BACKWARD:
+            out = v + v * (m * z)  # g (1 + s m ε)
+        else:
+            a = tl.load(add_ptr + e) * sign
+            out = v + z * (a + m * v)
+        tl.store(dst_ptr + row + offs, out, mask=mask)
+
+
+def _launch(
+    src: torch.Tensor,
+    dst: torch.Tensor,
+    additive: torch.Tensor,
+    multiplicative: torch.Tensor,
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    point_offset: int,
+    sign: float,
+    *,
+    backward: bool = False,
+    normals_only: bool = False,
+) -> None:
+    e = dst.shape[0]
+    n = dst[0].numel()
+    grid = (e, triton.cdiv(triton.cdiv(n, 4), BLOCK))
+    _inject_kernel[grid](
+        src,
+        dst,
+        additive,
+        multiplicative,
+        keys,
+        starts,
+        point_offset,
+        n,
+        sign,
+        BACKWARD=backward,
+        NORMALS_ONLY=normals_only,
+        BLOCK=BLOCK,
+    )
+
+
+def counter_normals_gpu(keys: torch.Tensor, starts: torch.Tensor, n: int) -> torch.Tensor:
+    """(E, n) float32 normals, the same numbers as :func:`gni_engine.counter_noise.counter_normals`."""
+    out = torch.empty((len(keys), n), dtype=torch.float32, device=keys.device)
+    _launch(out, out, out, out, keys, starts, 0, 1.0, normals_only=True)
+    return out
+
+
+class _Inject(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        h: torch.Tensor,
+        additive: torch.Tensor,
+        multiplicative: torch.Tensor,
+        keys: torch.Tensor,
+        starts: torch.Tensor,
+        point_offset: int,
+        sign: float,
+        multiplicative_anywhere: bool,
+    ) -> torch.Tensor:
+        h = h.contiguous()
+        out = torch.empty_like(h)
+        _launch(h, out, additive, multiplicative, keys, starts, point_offset, sign)
+        ctx.save_for_backward(additive, multiplicative, keys, starts)
+        ctx.point_offset, ctx.sign, ctx.multiplicative_anywhere = point_offset, sign, multiplicative_anywhere
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if not ctx.multiplicative_anywhere:  # additive noise: the identity
+            return grad, None, None, None, None, None, None, None
+        additive, multiplicative, keys, starts = ctx.saved_tensors
+        grad = grad.contiguous()
+        out = torch.empty_like(grad)
+        _launch(grad, out, additive, multiplicative, keys, starts, ctx.point_offset, ctx.sign, backward=True)
+        return out, None, None, None, None, None, None, None
+
+
+def inject_gpu(
+    h: torch.Tensor,
+    additive: torch.Tensor,
+    multiplicative: torch.Tensor,
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    point_offset: int,
+    sign: float,
+    multiplicative_anywhere: bool,
+) -> torch.Tensor:
+    """h + s ε (a + m h) in one kernel; a, m (E,) in h's dtype, contiguous."""
+    out: torch.Tensor = _Inject.apply(
+        h, additive, multiplicative, keys, starts, point_offset, sign, multiplicative_anywhere
+    )
+    return out

@@ -1,0 +1,154 @@
+"""Counter-based noise (the GPU's training noise), checked on the CPU through its reference definition.
+
+The Triton kernel itself is compared with this reference on a GPU by ``benchmarks/gpu_checks.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+import torch
+
+from gni_engine.checkpoint import load_checkpoint, restore, run_checkpoint, save_checkpoint
+from gni_engine.counter_noise import counter_normals, inject_reference, philox4x32
+from gni_engine.spec import RunSpec, parse_run_spec
+from gni_engine.training import BatchTrainer
+
+
+@pytest.mark.parametrize(
+    ("counter", "key", "expected"),
+    [  # Random123's known-answer vectors for philox4x32-10
+        ([0, 0, 0, 0], [0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
+        ([0xFFFFFFFF] * 4, [0xFFFFFFFF] * 2, [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
+        (
+            [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344],
+            [0xA4093822, 0x299F31D0],
+            [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1],
+        ),
+    ],
+)
+def test_philox_matches_the_known_answers(counter: list[int], key: list[int], expected: list[int]) -> None:
+    words = philox4x32(*(torch.tensor([v], dtype=torch.int64) for v in counter + key))
+    assert [int(w) for w in words] == expected
+
+
+def test_normals_have_mean_zero_and_unit_variance_and_runs_do_not_correlate() -> None:
+    keys = torch.tensor([11, 2**62 + 5], dtype=torch.int64)
+    z = counter_normals(keys, torch.tensor([0, 2**33], dtype=torch.int64), 200_000).double()
+    n = z.shape[1]
+    assert z.mean(1).abs().max() < 5 / math.sqrt(n)
+    assert (z.var(1) - 1).abs().max() < 5 * math.sqrt(2 / n)
+    assert abs(float((z[0] * z[1]).mean())) < 5 / math.sqrt(n)
+    kurtosis = (z**4).mean(1)  # 3 for a Gaussian; sd ≈ √(96/n)
+    assert (kurtosis - 3).abs().max() < 5 * math.sqrt(96 / n)
+
+
+def test_a_stream_is_a_function_of_its_key_and_counter_alone() -> None:
+    keys = torch.tensor([7, 8, 9], dtype=torch.int64)
+    starts = torch.tensor([0, 5, 2**40], dtype=torch.int64)
+    together = counter_normals(keys, starts, 37)
+    for e in range(3):
+        assert torch.equal(together[e], counter_normals(keys[e : e + 1], starts[e : e + 1], 37)[0])
+    later = counter_normals(keys, starts + 1, 33)  # one counter on = four values on
+    assert torch.equal(later, together[:, 4:37])
+
+
+def test_injection_forms_and_antithetic_replay() -> None:
+    h = torch.randn(2, 3, 5, dtype=torch.float64)
+    keys, starts = torch.tensor([1, 2]), torch.tensor([3, 4])
+    eps = counter_normals(keys, starts, 15).double().reshape(2, 3, 5)
+    sigma = torch.tensor([0.1, 0.3], dtype=torch.float64)
+    zero = torch.zeros(2, dtype=torch.float64)
+    add = inject_reference(h, sigma, zero, keys, starts)
+    torch.testing.assert_close(add, h + eps * sigma.reshape(2, 1, 1), rtol=0, atol=0)
+    mult = inject_reference(h, zero, sigma, keys, starts)
+    torch.testing.assert_close(mult, h * (1 + sigma.reshape(2, 1, 1) * eps), rtol=1e-15, atol=1e-15)
+    flipped = inject_reference(h, sigma, zero, keys, starts, sign=-1.0)
+    torch.testing.assert_close(add + flipped, 2 * h, rtol=1e-15, atol=1e-15)
+
+
+BASE: dict[str, Any] = {
+    "data": {"name": "sinusoids", "n_points": 40, "frequencies": [1.0, 3.0]},
+    "model": {"hidden": [10, 10], "activation": "tanh"},
+    "noise": {"sigma": 0.2},
+    "training": {"steps": 20, "lr": 0.01},
+    "analyses": {"record_every": 5, "noise_gap_samples": 2},
+    "execution": {"precision": "fp64"},
+}
+
+
+def _spec(mode: str, kind: str, seed: int, **training: Any) -> RunSpec:
+    return parse_run_spec(
+        {
+            **BASE,
+            "noise": {"sigma": 0.2, "kind": kind},
+            "training": {**BASE["training"], "mode": mode, **training},
+            "seed": seed,
+        }
+    )
+
+
+def test_a_run_with_counter_noise_gives_the_same_result_alone_and_in_a_batch() -> None:
+    specs = [
+        _spec("gni", "additive", 0),
+        _spec("gni", "multiplicative", 1),
+        _spec("baseline", "additive", 2),
+        _spec("explicit", "multiplicative", 3),
+    ]
+    together = BatchTrainer(specs, noise_stream="counter").run()
+    for s, state in zip(specs, together, strict=True):
+        alone = BatchTrainer([s], noise_stream="counter").run()[0]
+        assert state.summary["noise_stream"] == "philox-counter"
+        for k, w in alone.weights.items():
+            torch.testing.assert_close(state.weights[k], w, rtol=1e-10, atol=1e-12)
+
+
+def test_counter_noise_trains_like_generator_noise_in_distribution() -> None:
+    """Different random numbers, the same law: final training losses of many seeds agree in the mean."""
+    specs = [_spec("gni", "additive", seed, steps=60) for seed in range(24)]
+    counter = [s.summary["train_loss"] for s in BatchTrainer(specs, noise_stream="counter").run()]
+    generator = [s.summary["train_loss"] for s in BatchTrainer(specs, noise_stream="generator").run()]
+    assert counter != generator
+    c, g = torch.tensor(counter), torch.tensor(generator)
+    spread = math.sqrt(float(c.var() + g.var()) / len(specs))
+    assert abs(float(c.mean() - g.mean())) < 4 * spread
+
+
+def test_noise_samples_average_distinct_draws() -> None:
+    one = BatchTrainer([_spec("gni", "additive", 0, noise_samples=1)], noise_stream="counter").run()[0]
+    two = BatchTrainer([_spec("gni", "additive", 0, noise_samples=2)], noise_stream="counter").run()[0]
+    assert not torch.equal(one.weights["layers.0.weight"], two.weights["layers.0.weight"])
+
+
+def test_resume_with_counter_noise_is_bit_identical(tmp_path: Any) -> None:
+    specs = [_spec("gni", "additive", 0), _spec("gni", "multiplicative", 1)]
+    uninterrupted = BatchTrainer(specs, noise_stream="counter").run()
+    first = BatchTrainer(specs, noise_stream="counter")
+    while first.step < 7:
+        first.train_step()
+    paths = []
+    for e in range(len(specs)):
+        paths.append(tmp_path / f"run{e}.safetensors")
+        save_checkpoint(run_checkpoint(first, e), paths[-1])
+    resumed = BatchTrainer(specs, noise_stream="counter")
+    restore(resumed, [load_checkpoint(p) for p in paths])
+    for a, b in zip(uninterrupted, resumed.run(), strict=True):
+        for k in a.weights:
+            assert torch.equal(a.weights[k], b.weights[k])
+    with pytest.raises(ValueError, match="no noise counter"):
+        restore(
+            BatchTrainer(specs, noise_stream="counter"),
+            [{**load_checkpoint(p), "noise_counter": None} for p in paths],
+        )
+
+
+def test_noise_stream_choices_are_checked() -> None:
+    s = _spec("gni", "additive", 0)
+    assert BatchTrainer([s]).noise_stream == "torch-generator"  # the CPU default
+    with pytest.raises(ValueError, match="noise_stream"):
+        BatchTrainer([s], noise_stream="philox")
+    bf16 = parse_run_spec({**BASE, "execution": {"precision": "bf16"}})
+    with pytest.raises(ValueError, match="needs an MLP and a precision other than bf16"):
+        BatchTrainer([bf16], noise_stream="counter")
