@@ -169,7 +169,7 @@ def _print_table(runs: Any, outcomes: Any, out: Path) -> None:
     if first:
         print(
             f"device: {first.get('device')} ({first.get('device_name')}), "
-            f"precision {first.get('precision')}, "
+            f"precision {first.get('precision')}, noise {first.get('noise_stream')}, "
             f"engine {first.get('engine_version')}, torch {first.get('torch_version')}"
         )
     print(f"results written to {out}")
