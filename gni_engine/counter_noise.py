@@ -24,6 +24,8 @@ log, cos and sin; a wrong integer word would differ by O(1)).
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 from collections.abc import Callable, Sequence
 
@@ -31,6 +33,8 @@ import torch
 
 from gni_engine.noise import NoisePlan
 from gni_engine.stacked import Perturb
+
+log = logging.getLogger(__name__)
 
 MASK32 = 0xFFFFFFFF
 ROUND_A, ROUND_B = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers
@@ -156,12 +160,29 @@ def reference_injector(
 
 
 def gpu_injector() -> Injector | None:
-    """The fused Triton kernel, or ``None`` where Triton or CUDA is missing."""
+    """The fused Triton kernel, or ``None`` where CUDA or a working Triton is missing.
+
+    Triton compiles its launcher with the machine's C compiler on first use; where that fails (a
+    slim image without one, a read-only cache folder) the kernel is unusable, and training keeps the
+    per-run generators rather than failing mid-batch. Probed once per process, with a warning.
+    """
     if not torch.cuda.is_available():
         return None
+    return _probe_triton()
+
+
+@functools.cache
+def _probe_triton() -> Injector | None:
     try:
-        from gni_engine.counter_noise_triton import inject_gpu
-    except ImportError:
+        from gni_engine.counter_noise_triton import counter_normals_gpu, inject_gpu
+
+        keys = torch.tensor([1], dtype=torch.int64, device="cuda")
+        got = counter_normals_gpu(keys, torch.zeros_like(keys), 8).cpu()
+        expected = counter_normals(keys.cpu(), torch.zeros(1, dtype=torch.int64), 8)
+        if not torch.allclose(got, expected, rtol=0, atol=1e-5):
+            raise RuntimeError(f"kernel and reference disagree: {got.tolist()} vs {expected.tolist()}")
+    except Exception as error:  # ImportError, a compiler or driver error, a wrong result
+        log.warning("counter-noise GPU kernel unusable (%s); training noise uses per-run generators", error)
         return None
     return inject_gpu
 

@@ -152,3 +152,17 @@ def test_noise_stream_choices_are_checked() -> None:
     bf16 = parse_run_spec({**BASE, "execution": {"precision": "bf16"}})
     with pytest.raises(ValueError, match="needs an MLP and a precision other than bf16"):
         BatchTrainer([bf16], noise_stream="counter")
+
+
+def test_an_unusable_gpu_kernel_falls_back_to_generators(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from gni_engine import counter_noise
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "gni_engine.counter_noise_triton", None)  # import fails
+    counter_noise._probe_triton.cache_clear()
+    try:
+        assert counter_noise.gpu_injector() is None
+    finally:
+        counter_noise._probe_triton.cache_clear()
