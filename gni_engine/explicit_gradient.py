@@ -57,10 +57,11 @@ def hand_gradient_applies(net: StackedNetwork, loss: LossName, scales: NoiseScal
     )
 
 
-def _gate(activation: str, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    """φ'(z) ∘ a with z (E, N, d) and a (E, C, N, d)."""
+def _gate(activation: str, on: torch.Tensor | None, a: torch.Tensor) -> torch.Tensor:
+    """φ'(z) ∘ a with a (E, C, N, d); ``on`` = (z > 0) as (E, 1, N, d) for ReLU, unused for linear."""
     if activation == "relu":
-        return torch.where(z.unsqueeze(1) > 0, a, 0.0)
+        assert on is not None
+        return torch.where(on, a, 0.0)
     return a
 
 
@@ -82,6 +83,10 @@ def explicit_objective(
         loss = 0.5 * diff.pow(2).sum(-1).mean(-1)  # (E,)
         resid = (diff / n).transpose(1, 2).reshape(e, 1, c * n)  # (E, 1, C·N), rows ordered (c, n)
 
+        # ReLU's derivative as a mask, computed once per layer (both passes below use it)
+        masks = [
+            (z > 0).unsqueeze(1) if net.activation == "relu" else None for z in fwd.pre_activations
+        ]
         # u_k and a_k = ∂f/∂h_k, C·N rows each, from the output down
         eye = torch.eye(c, dtype=f.dtype, device=f.device)
         u = eye.reshape(1, c, 1, c).expand(e, c, n, c).reshape(e, c * n, c)  # (E, C·N, C)
@@ -89,7 +94,7 @@ def explicit_objective(
         jac: list[torch.Tensor] = [u] * n_layers
         for k in range(n_layers - 1, -1, -1):
             if k < n_layers - 1:
-                gated = _gate(net.activation, fwd.pre_activations[k], jac[k + 1].reshape(e, c, n, -1))
+                gated = _gate(net.activation, masks[k], jac[k + 1].reshape(e, c, n, -1))
                 u = gated.reshape(e, c * n, -1)  # (E, C·N, d_{k+1})
                 us[k] = u
             jac[k] = torch.bmm(u, weights[k].transpose(1, 2))  # (E, C·N, d_k)
@@ -107,13 +112,16 @@ def explicit_objective(
         for k in range(n_layers):
             if adjoint is not None:
                 back = torch.bmm(adjoint, weights[k - 1])  # ā_{k-1} W_{k-1}: (E, C·N, d_k)
-                gated = _gate(net.activation, fwd.pre_activations[k - 1], back.reshape(e, c, n, -1))
+                gated = _gate(net.activation, masks[k - 1], back.reshape(e, c, n, -1))
                 adjoint = torch.addcmul(gated.reshape(e, c * n, -1), jac[k], coef[:, k : k + 1])
             elif scales.has_additive[k]:
                 adjoint = jac[k] * coef[:, k : k + 1]
             h = fwd.inputs[k].unsqueeze(1)  # (E, 1, N, d_k)
-            clean = (diff.transpose(1, 2).unsqueeze(-1) / n * h).reshape(e, c * n, -1)  # r ⊗ h_k
-            source = clean if adjoint is None else clean + adjoint
+            r = diff.transpose(1, 2).unsqueeze(-1) / n  # (E, C, N, 1)
+            if adjoint is None:
+                source = (r * h).reshape(e, c * n, -1)  # r ⊗ h_k
+            else:  # r ⊗ h_k + ā_k in one pass
+                source = torch.addcmul(adjoint.reshape(e, c, n, -1), r, h).reshape(e, c * n, -1)
             weight_grads.append(torch.bmm(source.transpose(1, 2), us[k]))  # (E, d_k, d_{k+1})
             if net.biases is not None:
                 bias_grads.append(torch.bmm(resid, us[k]))  # (E, 1, d_{k+1})
