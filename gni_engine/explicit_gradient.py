@@ -84,9 +84,7 @@ def explicit_objective(
         resid = (diff / n).transpose(1, 2).reshape(e, 1, c * n)  # (E, 1, C·N), rows ordered (c, n)
 
         # ReLU's derivative as a mask, computed once per layer (both passes below use it)
-        masks = [
-            (z > 0).unsqueeze(1) if net.activation == "relu" else None for z in fwd.pre_activations
-        ]
+        masks = [(z > 0).unsqueeze(1) if net.activation == "relu" else None for z in fwd.pre_activations]
         # u_k and a_k = ∂f/∂h_k, C·N rows each, from the output down
         eye = torch.eye(c, dtype=f.dtype, device=f.device)
         u = eye.reshape(1, c, 1, c).expand(e, c, n, c).reshape(e, c * n, c)  # (E, C·N, C)
