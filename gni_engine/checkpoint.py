@@ -59,6 +59,8 @@ def run_checkpoint(trainer: BatchTrainer, e: int) -> dict[str, Any]:
             "shuffle": trainer.shuffle_generators[e].get_state(),
             "analysis": trainer.analysis_generators[e].get_state(),
         },
+        # where its random streams can continue: (device type, noise stream)
+        "noise": [trainer.device.type, trainer.noise_stream],
         # counter-based training noise (GPU): the run's Philox counter; None with generator noise
         "noise_counter": None if trainer.noise_streams is None else trainer.noise_streams.state(e),
         "order": None if trainer.epoch_order is None else trainer.epoch_order[e].detach().cpu().clone(),

@@ -249,8 +249,17 @@ def execute_runs(
     return [outcomes[i] for i in range(len(specs))]
 
 
-def resumable(checkpoints: Sequence[dict[str, Any] | None], specs: Sequence[RunSpec]) -> bool:
+def resumable(
+    checkpoints: Sequence[dict[str, Any] | None],
+    specs: Sequence[RunSpec],
+    noise: tuple[str, str] | None = None,
+) -> bool:
     """Whether a batch can resume from these checkpoints: one per run, its own spec, one step.
+
+    ``noise`` = (device type, noise stream) of the resuming trainer: a checkpoint written on another
+    kind of device or with another noise stream (GPU counters vs CPU generators) cannot continue its
+    random streams there, so the batch starts over instead. Checkpoints that predate the field were
+    written with generator noise.
 
     >>> resumable([None], [])
     False
@@ -262,6 +271,13 @@ def resumable(checkpoints: Sequence[dict[str, Any] | None], specs: Sequence[RunS
         c is not None and RunSpec.model_validate(c["spec"]).spec_hash() == spec.spec_hash()
         for c, spec in zip(checkpoints, specs, strict=True)
     )
+    if noise is not None:
+        device_type, stream = noise
+        for c in checkpoints:
+            assert c is not None
+            written = c.get("noise") or [device_type, "torch-generator"]
+            if list(written) != [device_type, stream]:
+                return False
     return len(steps) == 1 and same_specs
 
 
@@ -270,7 +286,7 @@ def _start(trainer: BatchTrainer, indices: Sequence[int], checkpoints: RunCheckp
     from gni_engine.checkpoint import restore
 
     found = [checkpoints.load(i) for i in indices]
-    resume = resumable(found, trainer.specs)
+    resume = resumable(found, trainer.specs, (trainer.device.type, trainer.noise_stream))
     if resume:
         restore(trainer, [c for c in found if c is not None])
     for i, checkpoint in zip(indices, found, strict=True):

@@ -166,3 +166,19 @@ def test_an_unusable_gpu_kernel_falls_back_to_generators(monkeypatch: pytest.Mon
         assert counter_noise.gpu_injector() is None
     finally:
         counter_noise._probe_triton.cache_clear()
+
+
+def test_a_checkpoint_resumes_only_where_its_noise_streams_can_continue() -> None:
+    from gni_engine.execution import resumable
+
+    specs = [_spec("gni", "additive", 0)]
+    written = BatchTrainer(specs, noise_stream="generator")
+    written.train_step()
+    checkpoint = run_checkpoint(written, 0)
+    assert checkpoint["noise"] == ["cpu", "torch-generator"]
+    assert resumable([checkpoint], specs, ("cpu", "torch-generator"))
+    assert not resumable([checkpoint], specs, ("cpu", "philox-counter"))
+    assert not resumable([checkpoint], specs, ("cuda", "torch-generator"))
+    older = {k: v for k, v in checkpoint.items() if k != "noise"}  # written before the field existed
+    assert resumable([older], specs, ("cpu", "torch-generator"))
+    assert not resumable([older], specs, ("cuda", "philox-counter/triton"))
