@@ -3,7 +3,9 @@
 # Writes results under ${OUT:-bench-out}/ (JSON per benchmark, the anchor's output, a log). Copy
 # ../shared/bench/anchor_bench.py into .bench/ first (an ignored folder) to measure the plain-PyTorch
 # anchors on the same card in the same call. BUDGET_S (default 440) caps the whole script: each
-# step gets at most what is left, so a slow step cannot eat the next one's results.
+# step gets at most what is left, so a slow step cannot eat the next one's results. Order: what
+# the last GPU session could not measure first (the tf32 sweep after its backward fix, the fp32
+# E = 1 drift in gpu_checks), then the fp32 sweep, the anchors, step times.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench-out}"
@@ -21,16 +23,18 @@ run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the scri
   echo "== [$SECONDS s] $* (limit ${cap} s)"
   timeout "$cap" "$py" "$@" || echo "(exit $?)"
 }
-sweep=(benchmarks/batching.py --runs 256 --seq-runs 1)
-run 90 benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256
-run 120 "${sweep[@]}" --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
-export GNI_NOISE_STREAM=generator  # the same sweep with one torch.Generator draw per run (as before)
-run 50 "${sweep[@]}" --modes gni --precision fp32 --json "$out/batching_fp32_generator.json"
-unset GNI_NOISE_STREAM
-run 90 benchmarks/batching.py --runs 1024 --seq-runs 1 --modes gni --precision tf32 --json "$out/batching_tf32.json"
-if [ -f .bench/anchor_bench.py ]; then
-  run 130 .bench/anchor_bench.py --tf32 --seq-runs 1 --batch-sizes 1024 --compiled-sizes 1024 > "$out/anchor_tf32.txt" 2>&1
-  grep -A5 SUMMARY "$out/anchor_tf32.txt"
+sweep=(benchmarks/batching.py --seq-runs 1)
+anchor=(.bench/anchor_bench.py --seq-runs 1)
+run 75 benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256
+run 150 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
+run 120 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
+if [ -f .bench/anchor_bench.py ]; then  # the plain-PyTorch anchors, same card, same call
+  { run 60 "${anchor[@]}" --batch-sizes 256 && run 100 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
+  grep -A3 SUMMARY "$out/anchor.txt"
 fi
-run 40 benchmarks/step_times.py --repeats 30 --json "$out/step_times.json"
+run 30 benchmarks/step_times.py --repeats 30 --json "$out/step_times.json"
+if [ -f .bench/anchor_bench.py ]; then  # what budget is left: the anchor's compiled loops
+  run 90 "${anchor[@]}" --batch-sizes 1 --compiled-sizes 256 > "$out/anchor_compiled.txt" 2>&1
+  grep -A4 SUMMARY "$out/anchor_compiled.txt"
+fi
 echo "== done in $SECONDS s"
