@@ -59,14 +59,16 @@ class RunCheckpoints(Protocol):
     """Where an executor keeps runs' checkpoints (``index`` as in :class:`RunHooks`).
 
     The engine saves the runs of a batch together every ``every`` steps, and before training a batch asks
-    for each run's last checkpoint: it resumes only when every run of the batch has one, all at the
-    same step (a re-queued batch may come back re-grouped); otherwise it trains from scratch.
-    ``started`` tells the executor which it was, so that it can drop what the lost steps recorded.
+    for each run's stored checkpoints (an executor may keep more than the last, so that a crash in the
+    middle of saving a batch leaves the previous step whole): it resumes from the latest step at which
+    every run of the batch has one (a re-queued batch may come back re-grouped); otherwise it trains
+    from scratch. ``started`` tells the executor which it was, so that it can drop what the lost steps
+    recorded.
     """
 
     every: int
 
-    def load(self, index: int) -> dict[str, Any] | None: ...
+    def load(self, index: int) -> Sequence[dict[str, Any]]: ...
 
     def save(self, checkpoints: dict[int, dict[str, Any]]) -> None:
         """The checkpoints of one batch's runs (by index), all taken at the same step."""
@@ -285,12 +287,29 @@ def _start(trainer: BatchTrainer, indices: Sequence[int], checkpoints: RunCheckp
     """Restore the trainer from its runs' checkpoints when they allow it; tell the executor which."""
     from gni_engine.checkpoint import restore
 
-    found = [checkpoints.load(i) for i in indices]
-    resume = resumable(found, trainer.specs, (trainer.device.type, trainer.noise_stream))
+    chosen = latest_common([checkpoints.load(i) for i in indices])
+    resume = resumable(chosen, trainer.specs, (trainer.device.type, trainer.noise_stream))
     if resume:
-        restore(trainer, [c for c in found if c is not None])
-    for i, checkpoint in zip(indices, found, strict=True):
+        restore(trainer, [c for c in chosen if c is not None])
+    for i, checkpoint in zip(indices, chosen, strict=True):
         checkpoints.started(i, checkpoint if resume else None)
+
+
+def latest_common(stored: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any] | None]:
+    """Per run, its checkpoint at the latest step that every run has one at (all ``None`` if none).
+
+    >>> [c and c["step"] for c in latest_common([[{"step": 5}, {"step": 3}], [{"step": 3}]])]
+    [3, 3]
+    >>> latest_common([[{"step": 5}], []])
+    [None, None]
+    """
+    if not stored:
+        return []
+    steps = set.intersection(*({int(c["step"]) for c in versions} for versions in stored))
+    if not steps:
+        return [None] * len(stored)
+    step = max(steps)
+    return [next(c for c in versions if int(c["step"]) == step) for versions in stored]
 
 
 def _checkpointer(indices: Sequence[int], checkpoints: RunCheckpoints) -> Callable[[BatchTrainer], None]:

@@ -1,7 +1,10 @@
 """Runs' checkpoints in the artifact store, so that another worker can resume a run a dead one left.
 
-One object per run, ``checkpoints/<run id>.safetensors`` (the engine's documented checkpoint dict,
-see :mod:`gni_engine.checkpoint`), overwritten as training goes on and deleted once the run's
+Two objects per run, ``checkpoints/<run id>.safetensors`` and ``checkpoints/<run id>-b.safetensors``
+(the engine's documented checkpoint dict, see :mod:`gni_engine.checkpoint`), written in turn, so the
+previous checkpoint survives while the next is written: a worker that dies half-way through saving a
+batch (some runs at the new step, some not yet) leaves every run its checkpoint at the previous
+step, and the batch resumes from there instead of from scratch. Both are deleted once the run's
 outcome is recorded. The store is the one every worker shares (S3 in the distributed mode), so a
 run re-queued after its worker died resumes on whichever worker claims it next.
 
@@ -26,13 +29,16 @@ log = logging.getLogger(__name__)
 CONTENT_TYPE = "application/octet-stream"
 
 
-def checkpoint_key(run_id: str) -> str:
-    """The store key of a run's checkpoint (made of the run's id only).
+SLOTS = (0, 1)
 
-    >>> checkpoint_key("run_abc")
-    'checkpoints/run_abc.safetensors'
+
+def checkpoint_key(run_id: str, slot: int = 0) -> str:
+    """The store key of one of a run's two checkpoint slots (made of the run's id only).
+
+    >>> checkpoint_key("run_abc"), checkpoint_key("run_abc", 1)
+    ('checkpoints/run_abc.safetensors', 'checkpoints/run_abc-b.safetensors')
     """
-    return f"checkpoints/{run_id}.safetensors"
+    return f"checkpoints/{run_id}.safetensors" if slot == 0 else f"checkpoints/{run_id}-b.safetensors"
 
 
 class StoredCheckpoints:
@@ -57,19 +63,31 @@ class StoredCheckpoints:
         self._on_started = on_started
         self._clock = clock
         self._last_saved: float | None = None
+        self._next_slot = [0] * len(self._runs)  # per run: the slot the next save writes
+        self._loaded_slots: dict[tuple[int, int], int] = {}  # (index, step) → slot it was read from
         self.saved = 0
 
     # ------------------------------------------------------------------------- RunCheckpoints
-    def load(self, index: int) -> dict[str, Any] | None:
+    def load(self, index: int) -> list[dict[str, Any]]:
+        """Every checkpoint stored for the run (up to two, at different steps)."""
+        if self._runs[index].attempt <= 1:
+            return []  # only an earlier claim of this run writes its checkpoints: no store round-trip
+        found = []
+        for slot in SLOTS:
+            checkpoint = self._read(index, slot)
+            if checkpoint is not None:
+                self._loaded_slots[(index, int(checkpoint["step"]))] = slot
+                found.append(checkpoint)
+        return found
+
+    def _read(self, index: int, slot: int) -> dict[str, Any] | None:
         from gni_engine.checkpoint import load_checkpoint
 
-        if self._runs[index].attempt <= 1:
-            return None  # only an earlier claim of this run writes its checkpoint: no store round-trip
-        key = checkpoint_key(self._runs[index].id)
+        key = checkpoint_key(self._runs[index].id, slot)
         try:
             data = self._store.read_bytes(key)
         except StorageError:
-            return None  # none yet (or the store is down): train from scratch
+            return None  # none yet (or the store is down)
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=self._scratch_dir, suffix=".safetensors") as handle:
             handle.write(data)
@@ -78,7 +96,7 @@ class StoredCheckpoints:
                 return load_checkpoint(Path(handle.name))
             except Exception:
                 log.warning(
-                    "unreadable checkpoint %s: training from scratch",
+                    "unreadable checkpoint %s: not used",
                     key,
                     exc_info=True,
                     extra={"run_id": self._runs[index].id},
@@ -96,9 +114,11 @@ class StoredCheckpoints:
         for index, checkpoint in checkpoints.items():
             run_id = self._runs[index].id
             path = self._scratch_dir / f"{run_id}.safetensors"
+            slot = self._next_slot[index]
             try:
                 save_checkpoint(checkpoint, path)
-                self._store.put_file(checkpoint_key(run_id), path, CONTENT_TYPE)
+                self._store.put_file(checkpoint_key(run_id, slot), path, CONTENT_TYPE)
+                self._next_slot[index] = 1 - slot  # the one just written is kept while the next is
                 self.saved += 1
             except (StorageError, OSError):
                 # Insurance only: without it a lost run restarts from an older checkpoint or from 0.
@@ -115,13 +135,16 @@ class StoredCheckpoints:
         if checkpoint is not None:
             run_id = self._runs[index].id
             log.info("run %s resumes at step %d", run_id, checkpoint["step"], extra={"run_id": run_id})
+            # the first save goes to the other slot: the checkpoint resumed from stays until it is done
+            self._next_slot[index] = 1 - self._loaded_slots.get((index, int(checkpoint["step"])), 1)
         self._on_started(index, checkpoint)
 
     def discard(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints of runs whose outcome is recorded (best effort)."""
         for run_id in run_ids:
             try:
-                self._store.delete(checkpoint_key(run_id))
+                for slot in SLOTS:
+                    self._store.delete(checkpoint_key(run_id, slot))
             except StorageError:
                 log.warning(
                     "could not delete the checkpoint of run %s",
