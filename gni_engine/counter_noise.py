@@ -174,13 +174,11 @@ def gpu_injector() -> Injector | None:
 @functools.cache
 def _probe_triton() -> Injector | None:
     try:
-        from gni_engine.counter_noise_triton import counter_normals_gpu, inject_gpu
+        from gni_engine.counter_noise_triton import compare_with_reference, inject_gpu
 
-        keys = torch.tensor([1], dtype=torch.int64, device="cuda")
-        got = counter_normals_gpu(keys, torch.zeros_like(keys), 8).cpu()
-        expected = counter_normals(keys.cpu(), torch.zeros(1, dtype=torch.int64), 8)
-        if not torch.allclose(got, expected, rtol=0, atol=1e-5):
-            raise RuntimeError(f"kernel and reference disagree: {got.tolist()} vs {expected.tolist()}")
+        differences = compare_with_reference("cuda")
+        if max(differences.values()) > 1e-5:
+            raise RuntimeError(f"kernel and reference disagree: {differences}")
     except Exception as error:  # ImportError, a compiler or driver error, a wrong result
         log.warning("counter-noise GPU kernel unusable (%s); training noise uses per-run generators", error)
         return None

@@ -176,3 +176,33 @@ def inject_gpu(
         h, additive, multiplicative, keys, starts, point_offset, sign, multiplicative_anywhere
     )
     return out
+
+
+def compare_with_reference(device: str | torch.device = "cuda") -> dict[str, float]:
+    """Largest absolute differences between this kernel (run on ``device``) and the pure-torch
+    definition (on the CPU): the normals, and the injection and its backward for both signs, with a
+    counter crossing 2**32. Float32 rounding of log, cos and sin gives ~1e-6; a wrong integer word
+    would give O(1)."""
+    from gni_engine.counter_noise import counter_normals, inject_reference
+
+    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
+    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
+    n = 70_001
+    fast = counter_normals_gpu(keys.to(device), starts.to(device), n).cpu()
+    out = {"normals": float((fast - counter_normals(keys, starts, n)).abs().max())}
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 50, 7, dtype=torch.float64, generator=generator)
+    g = torch.randn(3, 50, 7, dtype=torch.float64, generator=generator)
+    a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
+    m = torch.tensor([0.0, 0.3, 0.2], dtype=torch.float64)
+    for sign in (1.0, -1.0):
+        h_ref = h.clone().requires_grad_(True)
+        ref = inject_reference(h_ref, a, m, keys, starts + 11, sign)
+        (ref_grad,) = torch.autograd.grad(ref, h_ref, g)
+        h_dev = h.to(device).requires_grad_(True)
+        a_dev, m_dev, keys_dev, starts_dev = (t.to(device) for t in (a, m, keys, starts))
+        got = inject_gpu(h_dev, a_dev, m_dev, keys_dev, starts_dev, 11, sign, True)
+        (got_grad,) = torch.autograd.grad(got, h_dev, g.to(device))
+        out[f"inject{sign:+.0f}"] = float((got.detach().cpu() - ref.detach()).abs().max())
+        out[f"inject_backward{sign:+.0f}"] = float((got_grad.cpu() - ref_grad).abs().max())
+    return out
