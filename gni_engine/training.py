@@ -256,10 +256,11 @@ class BatchTrainer:
         )
 
     def _choose_injector(self, noise_stream: str) -> Injector | None:
-        if noise_stream == "auto":
-            noise_stream = os.environ.get("GNI_NOISE_STREAM", "auto")
+        source = "noise_stream"
+        if noise_stream == "auto" and "GNI_NOISE_STREAM" in os.environ:
+            noise_stream, source = os.environ["GNI_NOISE_STREAM"], "GNI_NOISE_STREAM"
         if noise_stream not in ("auto", "generator", "counter"):
-            raise ValueError(f"noise_stream: expected 'auto', 'generator' or 'counter', got {noise_stream!r}")
+            raise ValueError(f"{source}: expected 'auto', 'generator' or 'counter', got {noise_stream!r}")
         if noise_stream == "generator":
             return None
         fits = self.net.point_sizes() is not None and self.precision != "bf16"

@@ -144,11 +144,17 @@ def test_resume_with_counter_noise_is_bit_identical(tmp_path: Any) -> None:
         )
 
 
-def test_noise_stream_choices_are_checked() -> None:
+def test_noise_stream_choices_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     s = _spec("gni", "additive", 0)
     assert BatchTrainer([s]).noise_stream == "torch-generator"  # the CPU default
-    with pytest.raises(ValueError, match="noise_stream"):
+    with pytest.raises(ValueError, match="noise_stream: expected"):
         BatchTrainer([s], noise_stream="philox")
+    monkeypatch.setenv("GNI_NOISE_STREAM", "fast")
+    with pytest.raises(ValueError, match="GNI_NOISE_STREAM: expected"):
+        BatchTrainer([s])
+    monkeypatch.setenv("GNI_NOISE_STREAM", "counter")
+    assert BatchTrainer([s]).noise_stream == "philox-counter"
+    monkeypatch.delenv("GNI_NOISE_STREAM")
     bf16 = parse_run_spec({**BASE, "execution": {"precision": "bf16"}})
     with pytest.raises(ValueError, match="needs an MLP and a precision other than bf16"):
         BatchTrainer([bf16], noise_stream="counter")
