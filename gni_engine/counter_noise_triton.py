@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 BLOCK = 512  # counters per program: 2,048 values
+MAX_BLOCKS = 65_535  # programs per run and injection point (grid dimension 1)
 
 
 @triton.jit
@@ -105,7 +106,13 @@ def _launch(
 ) -> None:
     e = dst.shape[0]
     n = dst[0].numel()
-    grid = (e, triton.cdiv(triton.cdiv(n, 4), BLOCK))
+    blocks = triton.cdiv(triton.cdiv(n, 4), BLOCK)
+    if blocks > MAX_BLOCKS:  # CUDA's limit on a grid's second dimension
+        raise ValueError(
+            f"counter noise: {n} values per run at one injection point; the kernel takes at most "
+            f"{MAX_BLOCKS * BLOCK * 4} (use smaller batches of examples)"
+        )
+    grid = (e, blocks)
     _inject_kernel[grid](
         src,
         dst,

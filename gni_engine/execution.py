@@ -287,29 +287,43 @@ def _start(trainer: BatchTrainer, indices: Sequence[int], checkpoints: RunCheckp
     """Restore the trainer from its runs' checkpoints when they allow it; tell the executor which."""
     from gni_engine.checkpoint import restore
 
-    chosen = latest_common([checkpoints.load(i) for i in indices])
-    resume = resumable(chosen, trainer.specs, (trainer.device.type, trainer.noise_stream))
+    noise = (trainer.device.type, trainer.noise_stream)
+    chosen = latest_common([checkpoints.load(i) for i in indices], trainer.specs, noise)
+    resume = resumable(chosen, trainer.specs, noise)
     if resume:
         restore(trainer, [c for c in chosen if c is not None])
     for i, checkpoint in zip(indices, chosen, strict=True):
         checkpoints.started(i, checkpoint if resume else None)
 
 
-def latest_common(stored: Sequence[Sequence[dict[str, Any]]]) -> list[dict[str, Any] | None]:
-    """Per run, its checkpoint at the latest step that every run has one at (all ``None`` if none).
+def latest_common(
+    stored: Sequence[Sequence[dict[str, Any]]],
+    specs: Sequence[RunSpec],
+    noise: tuple[str, str] | None = None,
+) -> list[dict[str, Any] | None]:
+    """Per run, its checkpoint at the latest step at which every run has a usable one (its own spec,
+    and with ``noise`` its device type and noise stream, see :func:`resumable`); all ``None`` if none.
 
-    >>> [c and c["step"] for c in latest_common([[{"step": 5}, {"step": 3}], [{"step": 3}]])]
+    >>> from gni_engine.spec import RunSpec
+    >>> spec = RunSpec()
+    >>> mine = {"spec": spec.model_dump(mode="json")}
+    >>> both = [[{**mine, "step": 5}, {**mine, "step": 3}], [{**mine, "step": 3}]]
+    >>> [c and c["step"] for c in latest_common(both, [spec, spec])]
     [3, 3]
-    >>> latest_common([[{"step": 5}], []])
+    >>> latest_common([[{**mine, "step": 5}], []], [spec, spec])
     [None, None]
     """
-    if not stored:
-        return []
-    steps = set.intersection(*({int(c["step"]) for c in versions} for versions in stored))
+    if not stored or len(stored) != len(specs):
+        return [None] * len(stored)
+    usable = [
+        [c for c in versions if resumable([c], [spec], noise)]
+        for versions, spec in zip(stored, specs, strict=True)
+    ]
+    steps = set.intersection(*({int(c["step"]) for c in versions} for versions in usable))
     if not steps:
         return [None] * len(stored)
     step = max(steps)
-    return [next(c for c in versions if int(c["step"]) == step) for versions in stored]
+    return [next(c for c in versions if int(c["step"]) == step) for versions in usable]
 
 
 def _checkpointer(indices: Sequence[int], checkpoints: RunCheckpoints) -> Callable[[BatchTrainer], None]:

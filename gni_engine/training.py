@@ -335,22 +335,27 @@ class BatchTrainer:
             grads = objective.gradients
         else:
             losses = self._objective(x, y)
-        # divergence is flagged on the device (no wait for the GPU); the host reads the flags in
-        # :meth:`settle_failures`, every step on the CPU and every ``settle_every`` steps on a GPU
+        # Divergence is flagged on the device; the host reads the flags in :meth:`settle_failures`.
+        # On the CPU that is free, so it reads them at once: the optimiser then leaves a failed run's
+        # weights exactly as they were at its last finite step. On a GPU a read stalls the pipeline,
+        # so the host reads every ``settle_every`` steps: the failing step is still exact and the
+        # failed run's NaN gradients are zeroed, but until the host has read the flags the optimiser
+        # keeps moving its weights along its momentum (other runs are never affected).
         finite = torch.isfinite(losses.detach())
         self.diverged_at = torch.where(self.active & ~finite, self.step + 1, self.diverged_at)
         self.active &= finite
+        if self.settle_every == 1:
+            self.settle_failures()
         if grads is None:
             total = torch.where(self.active, losses, torch.zeros_like(losses)).sum()
             with matmul_precision(self.precision):
                 grads = torch.autograd.grad(total, self.net.parameters())
         all_active = self.all_running
         if all_active and self.settle_every > 1:
-            # a run may have diverged since the host last looked: keep its NaNs out of its weights
             grads = [g.masked_fill(~self.active.reshape((-1,) + (1,) * (g.dim() - 1)), 0.0) for g in grads]
         self.optimiser.step(grads, self.active, all_active=all_active)
         self.step += 1
-        if self.step % self.settle_every == 0:
+        if self.settle_every > 1 and self.step % self.settle_every == 0:
             self.settle_failures()
 
     @property
@@ -374,16 +379,14 @@ class BatchTrainer:
         self.active[e] = False
 
     def _poll_cancel(self) -> None:
-        wanted = [
-            e
-            for e, state in enumerate(self.states)
-            if state.status == "running" and self.callbacks.should_cancel(e)
-        ]
-        if wanted:
-            self.settle_failures()  # a run that already diverged is reported as failed, not cancelled
-        for e in wanted:
-            state = self.states[e]
-            if state.status == "running":
+        """Ask about cancellation (every step on the CPU, every ``settle_every`` steps on a GPU).
+
+        Failures are read first: a run that already diverged is failed, not cancelled, and it is not
+        even asked about (an executor's ``should_cancel`` may record the cancellation).
+        """
+        self.settle_failures()
+        for e, state in enumerate(self.states):
+            if state.status == "running" and self.callbacks.should_cancel(e):
                 state.status = "cancelled"
                 state.error = f"cancelled at step {self.step}"
                 self.active[e] = False
@@ -467,9 +470,10 @@ class BatchTrainer:
         if self.step == 0:
             self.record()
         while self.step < total and self.any_running:
-            self._poll_cancel()
-            if not self.any_running:
-                break
+            if self.step % self.settle_every == 0:
+                self._poll_cancel()
+                if not self.any_running:
+                    break
             self.train_step()
             if self.step % every == 0 or self.step == total:
                 self.settle_failures()

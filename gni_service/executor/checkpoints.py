@@ -76,7 +76,7 @@ class StoredCheckpoints:
         for slot in SLOTS:
             checkpoint = self._read(index, slot)
             if checkpoint is not None:
-                self._loaded_slots[(index, int(checkpoint["step"]))] = slot
+                self._loaded_slots.setdefault((index, int(checkpoint["step"])), slot)
                 found.append(checkpoint)
         return found
 
@@ -111,16 +111,16 @@ class StoredCheckpoints:
         from gni_engine.checkpoint import save_checkpoint
 
         self._scratch_dir.mkdir(parents=True, exist_ok=True)
+        complete = True
         for index, checkpoint in checkpoints.items():
             run_id = self._runs[index].id
             path = self._scratch_dir / f"{run_id}.safetensors"
-            slot = self._next_slot[index]
             try:
                 save_checkpoint(checkpoint, path)
-                self._store.put_file(checkpoint_key(run_id, slot), path, CONTENT_TYPE)
-                self._next_slot[index] = 1 - slot  # the one just written is kept while the next is
+                self._store.put_file(checkpoint_key(run_id, self._next_slot[index]), path, CONTENT_TYPE)
                 self.saved += 1
             except (StorageError, OSError):
+                complete = False
                 # Insurance only: without it a lost run restarts from an older checkpoint or from 0.
                 log.warning(
                     "could not write the checkpoint of run %s",
@@ -130,6 +130,10 @@ class StoredCheckpoints:
                 )
             finally:
                 path.unlink(missing_ok=True)
+        if complete:  # every run now holds this step: the other slots may be overwritten next
+            for index in checkpoints:
+                self._next_slot[index] = 1 - self._next_slot[index]
+        # else the next save rewrites the same slots, and the step before this one stays whole for all
 
     def started(self, index: int, checkpoint: dict[str, Any] | None) -> None:
         if checkpoint is not None:

@@ -213,6 +213,20 @@ def test_divergence_fails_one_run_and_spares_the_others():
     )
 
 
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_diverged_run_keeps_the_weights_of_its_last_finite_step(momentum: float) -> None:
+    sgd = {"training__optimizer": "sgd", "training__momentum": momentum, "training__steps": 200}
+    bad = spec(training__lr=10.0, noise__sigma=0.0, **sgd)
+    good = spec(training__lr=0.01, seed=1, **sgd)
+    failed = train_batch([bad, good])[0]
+    assert failed.status == "failed" and failed.failed_step is not None
+    before = BatchTrainer([bad, good])
+    while before.step < failed.failed_step - 1:
+        before.train_step()
+    for k, w in before.net.unstack(0).items():
+        assert torch.equal(failed.weights[k], w), k
+
+
 def test_deferred_divergence_checks_name_the_same_step_and_keep_nan_out_of_the_weights():
     """On a GPU the host reads the divergence flags every few steps (no stall per step); forced here."""
     bad = spec(training__lr=10.0, training__optimizer="sgd", training__steps=200, noise__sigma=0.0)
@@ -229,20 +243,26 @@ def test_deferred_divergence_checks_name_the_same_step_and_keep_nan_out_of_the_w
 
 
 def test_deferred_checks_report_a_diverged_run_as_failed_even_when_cancelled_later():
+    asked: list[tuple[int, int]] = []
+
     class CancelFirst(BatchCallbacks):
         def should_cancel(self, index: int) -> bool:
-            return index == 0
+            asked.append((index, trainer.step))
+            return index == 0 and trainer.step >= 80
 
     bad = spec(training__lr=10.0, training__optimizer="sgd", training__steps=200, noise__sigma=0.0)
     good = spec(seed=1, training__steps=200, training__optimizer="sgd")
     trainer = BatchTrainer([bad, good], callbacks=CancelFirst())
-    trainer.settle_every = 1000
-    for _ in range(100):  # the bad run diverges at step 76; the host has not looked yet
+    trainer.settle_every = 30  # flags read at steps 30, 60, 90, …
+    for _ in range(80):  # the bad run diverges at step 76; the host has not looked yet
         trainer.train_step()
     assert [s.status for s in trainer.states] == ["running", "running"]
     states = trainer.run()
     assert states[0].status == "failed" and states[0].failed_step == 76
     assert states[1].status == "succeeded"
+    # a diverged run is not even asked (an executor's should_cancel may record a cancellation)
+    assert [step for index, step in asked if index == 0] == []
+    assert [step for index, step in asked if index == 1] == [90, 120, 150, 180]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "tf32"])
