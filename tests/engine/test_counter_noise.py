@@ -188,3 +188,21 @@ def test_a_checkpoint_resumes_only_where_its_noise_streams_can_continue() -> Non
     older = {k: v for k, v in checkpoint.items() if k != "noise"}  # written before the field existed
     assert resumable([older], specs, ("cpu", "torch-generator"))
     assert not resumable([older], specs, ("cuda", "philox-counter/triton"))
+
+
+def test_the_resume_step_is_the_latest_one_usable_by_every_run() -> None:
+    from gni_engine.execution import latest_common
+
+    specs = [_spec("gni", "additive", 0), _spec("gni", "additive", 1)]
+    trainer = BatchTrainer(specs, noise_stream="generator")
+    for _ in range(3):
+        trainer.train_step()
+    usable = [run_checkpoint(trainer, e) for e in range(2)]  # step 3, cpu generators
+    # a later step left by an attempt on a GPU (counter noise): not usable here
+    stale = [{**c, "step": 5, "noise": ["cuda", "philox-counter/triton"]} for c in usable]
+    chosen = latest_common([[stale[0], usable[0]], [stale[1], usable[1]]], specs, ("cpu", "torch-generator"))
+    assert [c and c["step"] for c in chosen] == [3, 3]
+    on_gpu = latest_common(
+        [[stale[0], usable[0]], [stale[1], usable[1]]], specs, ("cuda", "philox-counter/triton")
+    )
+    assert [c and c["step"] for c in on_gpu] == [5, 5]
