@@ -198,18 +198,20 @@ def compare_with_reference(device: str | torch.device = "cuda") -> dict[str, flo
     fast = counter_normals_gpu(keys.to(device), starts.to(device), n).cpu()
     out = {"normals": float((fast - counter_normals(keys, starts, n)).abs().max())}
     generator = torch.Generator().manual_seed(0)
-    h = torch.randn(3, 50, 7, dtype=torch.float64, generator=generator)
-    g = torch.randn(3, 50, 7, dtype=torch.float64, generator=generator)
-    a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
-    m = torch.tensor([0.0, 0.3, 0.2], dtype=torch.float64)
-    for sign in (1.0, -1.0):
-        h_ref = h.clone().requires_grad_(True)
-        ref = inject_reference(h_ref, a, m, keys, starts + 11, sign)
-        (ref_grad,) = torch.autograd.grad(ref, h_ref, g)
-        h_dev = h.to(device).requires_grad_(True)
-        a_dev, m_dev, keys_dev, starts_dev = (t.to(device) for t in (a, m, keys, starts))
-        got = inject_gpu(h_dev, a_dev, m_dev, keys_dev, starts_dev, 11, sign, True)
-        (got_grad,) = torch.autograd.grad(got, h_dev, g.to(device))
-        out[f"inject{sign:+.0f}"] = float((got.detach().cpu() - ref.detach()).abs().max())
-        out[f"inject_backward{sign:+.0f}"] = float((got_grad.cpu() - ref_grad).abs().max())
+    for dtype in (torch.float64, torch.float32):  # every variant training compiles
+        h = torch.randn(3, 50, 7, dtype=dtype, generator=generator)
+        g = torch.randn(3, 50, 7, dtype=dtype, generator=generator)
+        a = torch.tensor([0.1, 0.0, 0.2], dtype=dtype)
+        m = torch.tensor([0.0, 0.3, 0.2], dtype=dtype)
+        for sign in (1.0, -1.0):
+            h_ref = h.clone().requires_grad_(True)
+            ref = inject_reference(h_ref, a, m, keys, starts + 11, sign)
+            (ref_grad,) = torch.autograd.grad(ref, h_ref, g)
+            h_dev = h.to(device).requires_grad_(True)
+            a_dev, m_dev, keys_dev, starts_dev = (t.to(device) for t in (a, m, keys, starts))
+            got = inject_gpu(h_dev, a_dev, m_dev, keys_dev, starts_dev, 11, sign, True)
+            (got_grad,) = torch.autograd.grad(got, h_dev, g.to(device))
+            name = f"{str(dtype).removeprefix('torch.')}{sign:+.0f}"
+            out[f"inject_{name}"] = float((got.detach().cpu() - ref.detach()).abs().max())
+            out[f"inject_backward_{name}"] = float((got_grad.cpu() - ref_grad).abs().max())
     return out
