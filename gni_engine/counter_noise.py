@@ -16,8 +16,9 @@ with s = ±1 (antithetic replay). A run draws the same numbers alone or in any b
 the formula depends on the other runs. Each forward pass advances run e's counter by the counters
 its injection points used (one per four values), on the device, without a host round trip.
 
-:func:`philox4x32` and :func:`inject_reference` are the pure-``torch`` definition used
-on the CPU and in the tests; :mod:`gni_engine.counter_noise_triton` is the fused GPU kernel, checked
+:func:`philox4x32` and :func:`inject_reference` are the pure-``torch`` definition (used by the
+tests, and on the CPU when counter noise is asked for: the CPU's default stays per-run
+generators); :mod:`gni_engine.counter_noise_triton` is the fused GPU kernel, checked
 against them on the device (``benchmarks/gpu_checks.py``: the normals agree to float32 rounding of
 log, cos and sin; a wrong integer word would differ by O(1)).
 """

@@ -288,8 +288,9 @@ def _start(trainer: BatchTrainer, indices: Sequence[int], checkpoints: RunCheckp
     from gni_engine.checkpoint import restore
 
     noise = (trainer.device.type, trainer.noise_stream)
+    # latest_common keeps only usable checkpoints (own spec, same device and noise stream)
     chosen = latest_common([checkpoints.load(i) for i in indices], trainer.specs, noise)
-    resume = resumable(chosen, trainer.specs, noise)
+    resume = bool(chosen) and all(c is not None for c in chosen)
     if resume:
         restore(trainer, [c for c in chosen if c is not None])
     for i, checkpoint in zip(indices, chosen, strict=True):

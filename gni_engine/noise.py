@@ -101,6 +101,10 @@ class NoisePlan:
         self.has_additive = scales.has_additive
         self.has_multiplicative = scales.has_multiplicative
         self._views: dict[tuple[int, int, float], tuple[torch.Tensor, torch.Tensor]] = {}
+        self._columns = [
+            (scales.additive[:, k].contiguous(), scales.multiplicative[:, k].contiguous())
+            for k in range(scales.additive.shape[1])
+        ]
 
     def coefficients(self, k: int, dims: int, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Point k's additive and multiplicative scales times ``sign``, shaped (E, 1, …), cached."""
@@ -114,14 +118,8 @@ class NoisePlan:
         return self._views[key]
 
     def columns(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Point k's additive and multiplicative scales as contiguous (E,) tensors, cached."""
-        key = (k, 0, 0.0)
-        if key not in self._views:
-            self._views[key] = (
-                self.scales.additive[:, k].contiguous(),
-                self.scales.multiplicative[:, k].contiguous(),
-            )
-        return self._views[key]
+        """Point k's additive and multiplicative scales as contiguous (E,) tensors."""
+        return self._columns[k]
 
     @property
     def any_noise(self) -> bool:
