@@ -77,10 +77,11 @@ def equivalence(precision: str) -> dict[str, Any]:
 
 
 def counter_kernel() -> dict[str, Any]:
-    """The Triton kernel against the pure-torch definition: normals, injection and its backward."""
-    from gni_engine.counter_noise_triton import compare_with_reference
+    """The Triton kernels against their pure-torch definitions: normals, injection and its backward,
+    and every variant of the fused bias–activation–noise kernel (forward, gradients of z and b)."""
+    from gni_engine.counter_noise_triton import compare_fused_with_reference, compare_with_reference
 
-    return compare_with_reference("cuda")
+    return {**compare_with_reference("cuda"), **compare_fused_with_reference("cuda")}
 
 
 def baseline_diagnosis() -> dict[str, Any]:
@@ -131,7 +132,9 @@ def divergence() -> dict[str, Any]:
     }
 
 
-def profile(runs: int, mode: str, precision: str) -> dict[str, Any]:
+def profile(runs: int, mode: str, precision: str, *, fuse: bool = True) -> dict[str, Any]:
+    """Time and profile steps of the reference sweep's network; ``fuse=False`` keeps the hidden
+    layers' bias, activation and noise as separate kernels (for comparison)."""
     specs = [
         parse_run_spec(
             {
@@ -152,6 +155,7 @@ def profile(runs: int, mode: str, precision: str) -> dict[str, Any]:
         for i in range(runs)
     ]
     trainer = BatchTrainer(specs)
+    trainer.fuse_activation = trainer.fuse_activation and fuse
     for _ in range(5):
         trainer.train_step()
     _sync()
@@ -175,7 +179,8 @@ def profile(runs: int, mode: str, precision: str) -> dict[str, Any]:
         max_name_column_width=60,
     )
     print(
-        f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}): wall {wall * 1e3:.2f} ms/step, "
+        f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}, fused activation: "
+        f"{trainer.fuse_activation}): wall {wall * 1e3:.2f} ms/step, "
         f"host enqueue {host * 1e3:.2f} ms/step"
     )
     print(table)
@@ -184,6 +189,7 @@ def profile(runs: int, mode: str, precision: str) -> dict[str, Any]:
         "mode": mode,
         "precision": precision,
         "noise_stream": trainer.noise_stream,
+        "fused_activation": trainer.fuse_activation,
         "wall_ms_per_step": wall * 1e3,
         "host_ms_per_step": host * 1e3,
         "table": table,
@@ -202,22 +208,39 @@ def main() -> None:
     DEVICE = args.device
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     out: dict[str, Any] = {"device": name, "torch": torch.__version__}
+
+    def save(key: str, value: Any) -> None:  # written after every check: a timeout keeps what was done
+        out[key] = value
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=2)
+
     if DEVICE == "cuda":
-        out["counter_kernel"] = counter_kernel()
-        print(f"counter kernel vs reference: {out['counter_kernel']}", flush=True)
-    for precision in ("fp64", "fp32"):
-        out[f"equivalence_{precision}"] = equivalence(precision)
-        print(f"equivalence {precision}: {out[f'equivalence_{precision}']}", flush=True)
-    out["baseline_diagnosis"] = baseline_diagnosis()
+        save("counter_kernel", counter_kernel())
+        worst = max(out["counter_kernel"], key=out["counter_kernel"].get)
+        print(
+            f"counter kernels vs reference ({len(out['counter_kernel'])} checks): worst {worst} "
+            f"{out['counter_kernel'][worst]:.3g}",
+            flush=True,
+        )
+    save("baseline_diagnosis", baseline_diagnosis())
     print(f"baseline diagnosis: {out['baseline_diagnosis']}", flush=True)
-    out["divergence"] = divergence()
+    for precision in ("fp64", "fp32"):
+        save(f"equivalence_{precision}", equivalence(precision))
+        print(f"equivalence {precision}: {out[f'equivalence_{precision}']}", flush=True)
+    save("divergence", divergence())
     print(f"divergence: {out['divergence']}", flush=True)
-    out["profiles"] = [
-        profile(args.profile_runs, "gni", "fp32"),
-        profile(args.profile_runs, "explicit", "fp32"),
-    ]
-    with open(args.json, "w") as f:
-        json.dump(out, f, indent=2)
+    runs = args.profile_runs
+    profiles: list[dict[str, Any]] = []
+    for settings in [
+        (runs, "gni", "fp32", True),
+        (runs, "gni", "fp32", False),
+        (4 * runs, "gni", "tf32", True),
+        (4 * runs, "gni", "tf32", False),
+        (runs, "explicit", "fp32", True),
+    ]:
+        n, mode, precision, fuse = settings
+        profiles.append(profile(n, mode, precision, fuse=fuse))
+        save("profiles", profiles)
 
 
 if __name__ == "__main__":

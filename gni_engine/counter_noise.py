@@ -29,11 +29,13 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from gni_engine.networks import activation_fn
 from gni_engine.noise import NoisePlan
-from gni_engine.stacked import Perturb
+from gni_engine.stacked import Activate, Perturb
 
 log = logging.getLogger(__name__)
 
@@ -164,12 +166,66 @@ def reference_injector(
     return inject_reference(h, additive, multiplicative, keys, starts + point_offset, sign)
 
 
-def gpu_injector() -> Injector | None:
-    """The fused Triton kernel, or ``None`` where CUDA or a working Triton is missing.
+Activator = Callable[
+    [
+        torch.Tensor,
+        torch.Tensor | None,
+        str,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        int,
+        float,
+        bool,
+        bool,
+    ],
+    torch.Tensor,
+]
+
+FUSED_ACTIVATIONS = ("relu", "linear")  # what the fused activation-and-noise kernel computes
+
+
+def reference_activator(
+    z: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str,
+    additive: torch.Tensor,
+    multiplicative: torch.Tensor,
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    point_offset: int,
+    sign: float,
+    noise: bool,
+    multiplicative_anywhere: bool,
+) -> torch.Tensor:
+    """φ(z + b), then its noise (when ``noise``): the definition of the fused kernel, in plain torch."""
+    del multiplicative_anywhere
+    h = activation_fn(activation)(z + bias if bias is not None else z)
+    if not noise:
+        return h
+    return inject_reference(h, additive, multiplicative, keys, starts + point_offset, sign)
+
+
+@dataclass(frozen=True)
+class CounterKernels:
+    """How counter noise is applied: to a value (``inject``) or fused with bias and activation
+    (``activate``, for the hidden layers of MLPs), and the name results record."""
+
+    inject: Injector
+    activate: Activator
+    label: str
+
+
+REFERENCE_KERNELS = CounterKernels(reference_injector, reference_activator, "philox-counter")
+
+
+def gpu_kernels() -> CounterKernels | None:
+    """The fused Triton kernels, or ``None`` where CUDA or a working Triton is missing.
 
     Triton compiles its launcher with the machine's C compiler on first use; where that fails (a
-    slim image without one, a read-only cache folder) the kernel is unusable, and training keeps the
-    per-run generators rather than failing mid-batch. Probed once per process, with a warning.
+    slim image without one, a read-only cache folder) the kernels are unusable, and training keeps
+    the per-run generators rather than failing mid-batch. Probed once per process, with a warning.
     """
     if not torch.cuda.is_available():
         return None
@@ -177,17 +233,25 @@ def gpu_injector() -> Injector | None:
 
 
 @functools.cache
-def _probe_triton() -> Injector | None:
+def _probe_triton() -> CounterKernels | None:
     try:
-        from gni_engine.counter_noise_triton import compare_with_reference, inject_gpu
+        from gni_engine.counter_noise_triton import (
+            activate_inject_gpu,
+            compare_fused_with_reference,
+            compare_with_reference,
+            inject_gpu,
+        )
 
-        differences = compare_with_reference("cuda")
+        differences = {
+            **compare_with_reference("cuda"),
+            **compare_fused_with_reference("cuda", every_variant=False),
+        }
         if max(differences.values()) > 1e-5:
             raise RuntimeError(f"kernel and reference disagree: {differences}")
     except Exception as error:  # ImportError, a compiler or driver error, a wrong result
         log.warning("counter-noise GPU kernel unusable (%s); training noise uses per-run generators", error)
         return None
-    return inject_gpu
+    return CounterKernels(inject_gpu, activate_inject_gpu, "philox-counter/triton")
 
 
 class CounterNoiseSampler:
@@ -197,12 +261,14 @@ class CounterNoiseSampler:
     does not depend on its batch) and advances the streams past them.
     """
 
-    def __init__(self, plan: NoisePlan, streams: CounterStreams, n_examples: int, injector: Injector) -> None:
+    def __init__(
+        self, plan: NoisePlan, streams: CounterStreams, n_examples: int, kernels: CounterKernels
+    ) -> None:
         if plan.point_sizes is None:
             raise ValueError("counter noise needs the injection points' sizes (MLPs)")
         self.plan = plan
         self.keys = streams.keys
-        self.injector = injector
+        self.kernels = kernels
         self.offsets: list[int] = []
         total = 0
         for size in plan.point_sizes:
@@ -218,7 +284,7 @@ class CounterNoiseSampler:
             if not plan.point_active[k]:
                 return h
             additive, multiplicative = plan.columns(k)
-            return self.injector(
+            return self.kernels.inject(
                 h,
                 additive,
                 multiplicative,
@@ -226,6 +292,28 @@ class CounterNoiseSampler:
                 self.starts,
                 self.offsets[k],
                 sign,
+                plan.has_multiplicative[k],
+            )
+
+        return apply
+
+    def activate(self, sign: float = 1.0) -> Activate:
+        """Bias, activation and point k's noise in one step (``StackedMLP.forward``'s ``activate``)."""
+        plan = self.plan
+
+        def apply(k: int, z: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
+            additive, multiplicative = plan.columns(k)
+            return self.kernels.activate(
+                z,
+                bias,
+                activation,
+                additive,
+                multiplicative,
+                self.keys,
+                self.starts,
+                self.offsets[k],
+                sign,
+                plan.point_active[k],
                 plan.has_multiplicative[k],
             )
 

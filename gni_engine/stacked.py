@@ -6,6 +6,9 @@ Shapes use E = runs, N = examples, d_k = width at injection point k. An MLP's la
 
 ``forward`` takes an optional ``perturb(k, h)`` that returns the noisy value at injection point k,
 which is how training noise, antithetic Monte-Carlo draws and the clean evaluation share one code path.
+An MLP's forward can also take ``activate(k, z, b, activation)``, which returns the noisy value at
+point k ≥ 1 straight from the layer's matrix product z (bias, activation and noise in one kernel on
+a GPU: counter noise); the pre-activations are then not kept.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from torch.nn import functional as F
 from gni_engine.networks import MLP, ConvNet, Network, activation_derivative, activation_fn
 
 Perturb = Callable[[int, torch.Tensor], torch.Tensor]
+Activate = Callable[[int, torch.Tensor, torch.Tensor | None, str], torch.Tensor]
 
 
 @dataclass
@@ -28,7 +32,7 @@ class Forward:
 
     output: torch.Tensor  # (E, N, d_L)
     inputs: list[torch.Tensor]  # value entering each injection point's layer, after perturbation: (E, N, ...)
-    pre_activations: list[torch.Tensor]  # MLP: z_k of hidden layer k, (E, N, d_{k+1})
+    pre_activations: list[torch.Tensor]  # MLP: z_k of hidden layer k, (E, N, d_{k+1}); [] when fused
 
 
 class StackedMLP:
@@ -56,19 +60,23 @@ class StackedMLP:
     def parameters(self) -> list[torch.Tensor]:
         return [*self.weights, *(self.biases or [])]
 
-    def forward(self, x: torch.Tensor, perturb: Perturb | None = None) -> Forward:
+    def forward(
+        self, x: torch.Tensor, perturb: Perturb | None = None, activate: Activate | None = None
+    ) -> Forward:
         phi = activation_fn(self.activation)
         h = x  # (E, N, d_0)
         inputs: list[torch.Tensor] = []
         pre: list[torch.Tensor] = []
         last = len(self.weights) - 1
         for k, w in enumerate(self.weights):
-            if perturb is not None:
+            if perturb is not None and (k == 0 or activate is None):
                 h = perturb(k, h)
             inputs.append(h)
-            z = (
-                torch.baddbmm(self.biases[k], h, w) if self.biases is not None else torch.bmm(h, w)
-            )  # (E, N, d_{k+1})
+            bias = self.biases[k] if self.biases is not None else None
+            if k < last and activate is not None:
+                h = activate(k + 1, torch.bmm(h, w), bias, self.activation)
+                continue
+            z = torch.baddbmm(bias, h, w) if bias is not None else torch.bmm(h, w)  # (E, N, d_{k+1})
             if k < last:
                 pre.append(z)
                 h = phi(z)

@@ -24,11 +24,12 @@ import torch
 
 from gni_engine import __version__
 from gni_engine.counter_noise import (
+    FUSED_ACTIVATIONS,
+    REFERENCE_KERNELS,
+    CounterKernels,
     CounterNoiseSampler,
     CounterStreams,
-    Injector,
-    gpu_injector,
-    reference_injector,
+    gpu_kernels,
 )
 from gni_engine.data import Dataset, build_dataset
 from gni_engine.errors import DivergenceError, SpecError
@@ -41,7 +42,7 @@ from gni_engine.recording import LossRecorder, MetricRow, RecordContext, Recorde
 from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
 from gni_engine.seeding import derive_seed, make_generator
 from gni_engine.spec import RunSpec
-from gni_engine.stacked import StackedMLP, StackedNetwork, stack_networks
+from gni_engine.stacked import Activate, Perturb, StackedMLP, StackedNetwork, stack_networks
 
 SETTLE_EVERY = 16  # on a GPU, steps between reads of the divergence flags (the failing step stays exact)
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
@@ -220,11 +221,17 @@ class BatchTrainer:
         self.noise_generators = [make_generator(s.seed, "noise", gen_device) for s in self.specs]
         self.shuffle_generators = [make_generator(s.seed, "shuffle") for s in self.specs]
         self.analysis_generators = [make_generator(s.seed, "analysis", gen_device) for s in self.specs]
-        self.injector = self._choose_injector(noise_stream)
+        self.counter_kernels = self._choose_counter_kernels(noise_stream)
         self.noise_streams = (
             CounterStreams([derive_seed(s.seed, "noise") for s in self.specs], self.device)
-            if self.injector is not None
+            if self.counter_kernels is not None
             else None
+        )
+        # hidden layers' bias, activation and noise in one kernel (counter noise, MLPs)
+        self.fuse_activation = (
+            self.counter_kernels is not None
+            and isinstance(self.net, StackedMLP)
+            and self.net.activation in FUSED_ACTIVATIONS
         )
         lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
         momentum = torch.tensor(
@@ -255,7 +262,7 @@ class BatchTrainer:
             and hand_gradient_applies(self.net, self.loss, self.r_scales)
         )
 
-    def _choose_injector(self, noise_stream: str) -> Injector | None:
+    def _choose_counter_kernels(self, noise_stream: str) -> CounterKernels | None:
         source = "noise_stream"
         if noise_stream == "auto" and "GNI_NOISE_STREAM" in os.environ:
             noise_stream, source = os.environ["GNI_NOISE_STREAM"], "GNI_NOISE_STREAM"
@@ -267,15 +274,13 @@ class BatchTrainer:
         if noise_stream == "counter":
             if not fits:
                 raise ValueError("noise_stream 'counter' needs an MLP and a precision other than bf16")
-            return (gpu_injector() if self.device.type == "cuda" else None) or reference_injector
-        return gpu_injector() if fits and self.device.type == "cuda" else None
+            return (gpu_kernels() if self.device.type == "cuda" else None) or REFERENCE_KERNELS
+        return gpu_kernels() if fits and self.device.type == "cuda" else None
 
     @property
     def noise_stream(self) -> str:
         """Which stream the training noise comes from, as results record it."""
-        if self.injector is None:
-            return "torch-generator"
-        return "philox-counter" + ("" if self.injector is reference_injector else "/triton")
+        return "torch-generator" if self.counter_kernels is None else self.counter_kernels.label
 
     # ---------------------------------------------------------------------------------- training
     def _minibatch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,18 +303,26 @@ class BatchTrainer:
             x = x.repeat(1, self.samples, *([1] * (x.dim() - 2)))
             y = y.repeat(1, self.samples, *([1] * (y.dim() - 2)))
         needs_r, needs_noise = self.needs_r, self.needs_noise
-        perturb = None
-        if needs_noise:
-            sampler: NoiseSampler | CounterNoiseSampler = (
-                CounterNoiseSampler(self.train_noise, self.noise_streams, int(x.shape[1]), self.injector)
-                if self.noise_streams is not None and self.injector is not None
-                else NoiseSampler(self.train_noise, self.noise_generators, n_examples=int(x.shape[1]))
+        perturb: Perturb | None = None
+        activate: Activate | None = None
+        if needs_noise and self.noise_streams is not None and self.counter_kernels is not None:
+            counter = CounterNoiseSampler(
+                self.train_noise, self.noise_streams, int(x.shape[1]), self.counter_kernels
             )
-            perturb = sampler.perturb()
+            perturb = counter.perturb()
+            activate = counter.activate() if self.fuse_activation else None
+        elif needs_noise:
+            perturb = NoiseSampler(
+                self.train_noise, self.noise_generators, n_examples=int(x.shape[1])
+            ).perturb()
         with precision_context(self.precision, self.device):
             # autograd's vector–Jacobian products need the input in the graph; the MLP recursion does not
             x_in = x.detach().requires_grad_(True) if needs_r and self.net.point_sizes() is None else x
-            fwd = self.net.forward(x_in, perturb)
+            fwd = (
+                self.net.forward(x_in, perturb, activate)
+                if activate is not None and isinstance(self.net, StackedMLP)
+                else self.net.forward(x_in, perturb)
+            )
             losses = run_losses(self.loss, fwd.output.to(self.dtype), y)
             if needs_r:
                 r = stacked_regulariser(

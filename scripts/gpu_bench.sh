@@ -2,17 +2,18 @@
 # The GPU checks and the batching / step-time benchmarks on a GPU machine, in one go (< 8 minutes).
 # Writes results under ${OUT:-bench-out}/ (JSON per benchmark, the anchor's output, a log). Copy
 # ../shared/bench/anchor_bench.py into .bench/ first (an ignored folder) to measure the plain-PyTorch
-# anchors on the same card in the same call. BUDGET_S (default 440) caps the whole script: each
-# step gets at most what is left, so a slow step cannot eat the next one's results. Order: what
-# the last GPU session could not measure first (the tf32 sweep after its backward fix, the fp32
-# E = 1 drift in gpu_checks), then the fp32 sweep, the anchors, step times.
+# anchors on the same card in the same call. BUDGET_S (default 460) caps the whole script: each
+# step gets at most what is left, so a slow step cannot eat the next one's results. Order: the
+# checks (kernels vs their definitions, equivalence, the fp32 E = 1 drift, profiles with and
+# without the fused activation kernel), the tf32 and fp32 sweeps, the eager anchors, then what
+# budget is left: step times and the compiled anchors.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench-out}"
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py="${PYTHON:-python3}"
-budget="${BUDGET_S:-440}"
+budget="${BUDGET_S:-460}"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
 "$py" -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())' | tee -a "$out/gpu.txt"
 run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the script's budget
@@ -25,11 +26,11 @@ run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the scri
 }
 sweep=(benchmarks/batching.py --seq-runs 1)
 anchor=(.bench/anchor_bench.py --seq-runs 1)
-run 75 benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256
-run 150 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
-run 120 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
+run 100 benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256
+run 120 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
+run 110 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
 if [ -f .bench/anchor_bench.py ]; then  # the plain-PyTorch anchors, same card, same call
-  { run 60 "${anchor[@]}" --batch-sizes 256 && run 100 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
+  { run 50 "${anchor[@]}" --batch-sizes 256 && run 95 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
   grep -A3 SUMMARY "$out/anchor.txt"
 fi
 run 30 benchmarks/step_times.py --repeats 30 --json "$out/step_times.json"

@@ -105,6 +105,33 @@ def test_a_run_with_counter_noise_gives_the_same_result_alone_and_in_a_batch() -
             torch.testing.assert_close(state.weights[k], w, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize(("activation", "bias"), [("relu", True), ("linear", False)])
+def test_the_fused_activation_path_trains_what_the_unfused_path_trains(activation: str, bias: bool) -> None:
+    """Hidden layers as bmm + (bias, activation, noise in one step) — the GPU kernel's path, here
+    with its torch definition — give the weights of baddbmm, activation, then injection."""
+    model = {"hidden": [10, 10], "activation": activation, "bias": bias}
+    specs = [
+        parse_run_spec({**_spec(mode, kind, seed).model_dump(mode="json"), "model": model})
+        for mode, kind, seed in [
+            ("gni", "additive", 0),
+            ("gni", "multiplicative", 1),
+            ("baseline", "additive", 2),
+        ]
+    ]
+    fused = BatchTrainer(specs, noise_stream="counter")
+    plain = BatchTrainer(specs, noise_stream="counter")
+    assert fused.fuse_activation
+    plain.fuse_activation = False
+    for a, b in zip(fused.run(), plain.run(), strict=True):
+        assert a.summary["train_loss"] != 0.0
+        for k, w in b.weights.items():
+            torch.testing.assert_close(a.weights[k], w, rtol=1e-10, atol=1e-12)
+    alone = BatchTrainer(specs[1:2], noise_stream="counter").run()[0]
+    for k, w in alone.weights.items():
+        torch.testing.assert_close(fused.states[1].weights[k], w, rtol=1e-10, atol=1e-12)
+    assert not BatchTrainer([_spec("gni", "additive", 0)], noise_stream="counter").fuse_activation  # tanh
+
+
 def test_counter_noise_trains_like_generator_noise_in_distribution() -> None:
     """Different random numbers, the same law: final training losses of many seeds agree in the mean."""
     specs = [_spec("gni", "additive", seed, steps=60) for seed in range(24)]
@@ -169,7 +196,7 @@ def test_an_unusable_gpu_kernel_falls_back_to_generators(monkeypatch: pytest.Mon
     monkeypatch.setitem(sys.modules, "gni_engine.counter_noise_triton", None)  # import fails
     counter_noise._probe_triton.cache_clear()
     try:
-        assert counter_noise.gpu_injector() is None
+        assert counter_noise.gpu_kernels() is None
     finally:
         counter_noise._probe_triton.cache_clear()
 

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 
 CHECK = """
-from gni_engine.counter_noise_triton import compare_with_reference
+from gni_engine.counter_noise_triton import compare_fused_with_reference, compare_with_reference
 
 differences = compare_with_reference("cpu")
 assert max(differences.values()) < 2e-6, differences
+fused = compare_fused_with_reference("cpu")
+assert len(fused) == 81 and fused["nan_kept"] == 0.0, fused
+assert max(fused.values()) < 2e-6, fused
 print("ok")
 """
 
@@ -27,7 +30,7 @@ print("ok")
 @pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only PyTorch)"
 )
-def test_the_kernel_matches_the_reference_under_the_interpreter() -> None:
+def test_the_kernels_match_their_references_under_the_interpreter() -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
     done = subprocess.run(
