@@ -80,7 +80,8 @@ def equivalence(precision: str) -> dict[str, Any]:
 def counter_kernel() -> dict[str, Any]:
     """The Triton kernels against their pure-torch definitions: normals, injection and its backward,
     and every variant of the fused bias–activation–noise kernel (forward, gradients of z and b)."""
-    from gni_engine.counter_noise_triton import compare_fused_with_reference, compare_with_reference
+    from gni_engine.counter_activation_triton import compare_fused_with_reference
+    from gni_engine.counter_noise_triton import compare_with_reference
 
     return {**compare_with_reference("cuda"), **compare_fused_with_reference("cuda")}
 

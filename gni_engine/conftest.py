@@ -2,4 +2,6 @@
 
 import importlib.util
 
-collect_ignore: list[str] = [] if importlib.util.find_spec("triton") else ["counter_noise_triton.py"]
+collect_ignore: list[str] = (
+    [] if importlib.util.find_spec("triton") else ["counter_noise_triton.py", "counter_activation_triton.py"]
+)

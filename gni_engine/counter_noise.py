@@ -18,7 +18,9 @@ its injection points used (one per four values), on the device, without a host r
 
 :func:`philox4x32` and :func:`inject_reference` are the pure-``torch`` definition (used by the
 tests, and on the CPU when counter noise is asked for: the CPU's default stays per-run
-generators); :mod:`gni_engine.counter_noise_triton` is the fused GPU kernel, checked
+generators); :mod:`gni_engine.counter_noise_triton` is the fused GPU kernel (and
+:mod:`gni_engine.counter_activation_triton` the one that also applies a hidden layer's bias and
+activation: :func:`reference_activator` is its definition), checked
 against them on the device (``benchmarks/gpu_checks.py``: the normals agree to float32 rounding of
 log, cos and sin; a wrong integer word would differ by O(1)).
 """
@@ -235,12 +237,8 @@ def gpu_kernels() -> CounterKernels | None:
 @functools.cache
 def _probe_triton() -> CounterKernels | None:
     try:
-        from gni_engine.counter_noise_triton import (
-            activate_inject_gpu,
-            compare_fused_with_reference,
-            compare_with_reference,
-            inject_gpu,
-        )
+        from gni_engine.counter_activation_triton import activate_inject_gpu, compare_fused_with_reference
+        from gni_engine.counter_noise_triton import compare_with_reference, inject_gpu
 
         differences = {
             **compare_with_reference("cuda"),

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 CHECK = """
-from gni_engine.counter_noise_triton import compare_fused_with_reference, compare_with_reference
+from gni_engine.counter_activation_triton import compare_fused_with_reference
+from gni_engine.counter_noise_triton import compare_with_reference
 
 differences = compare_with_reference("cpu")
 assert max(differences.values()) < 2e-6, differences
