@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks and the batching / step-time benchmarks on a GPU machine, in one go (< 8 minutes).
-# Writes results under ${OUT:-bench-out}/ (JSON per benchmark, the anchor's output, a log). Copy
+# Writes results under ${OUT:-bench-out}/ (gpu_bench.json gathering them all, JSON per benchmark, the
+# anchor's output). Copy
 # ../shared/bench/anchor_bench.py into .bench/ first (an ignored folder) to measure the plain-PyTorch
 # anchors on the same card in the same call. BUDGET_S (default 460) caps the whole script: each
 # step gets at most what is left, so a slow step cannot eat the next one's results. Order: the
@@ -38,4 +39,5 @@ if [ -f .bench/anchor_bench.py ]; then  # what budget is left: the anchor's comp
   run 90 "${anchor[@]}" --batch-sizes 1 --compiled-sizes 256 > "$out/anchor_compiled.txt" 2>&1
   grep -A4 SUMMARY "$out/anchor_compiled.txt"
 fi
+"$py" benchmarks/collect_gpu_results.py "$out"  # one JSON of everything, ratios within this call
 echo "== done in $SECONDS s"

@@ -1,0 +1,50 @@
+"""The GPU bench's collector: one JSON from the benchmarks' files and the anchor's printed blocks."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _collector() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("collect", ROOT / "benchmarks" / "collect_gpu_results.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _anchor(tf32: bool, stacked: list[tuple[int, float]], compiled: list[tuple[int, float]]) -> str:
+    block = {
+        "cfg": {"tf32": tf32},
+        "sequential": {"runs": 1, "runs_per_s": 0.2},
+        "batched": [{"runs": n, "runs_per_s": r} for n, r in stacked],
+        "compiled": [{"runs": n, "runs_per_s": r} for n, r in compiled],
+    }
+    return "== [1 s] anchor\nsome warning\n" + json.dumps(block, indent=1) + "\nSUMMARY device=x\n"
+
+
+def test_ratios_pair_each_sweep_with_the_anchor_of_its_precision_and_size(tmp_path: Path) -> None:
+    collect = _collector()
+    sweep = {
+        "args": {"precision": "fp32", "runs": 256},
+        "results": [
+            {"mode": "gni", "stacked_runs_per_s": 12.0},
+            {"mode": "explicit", "stacked_runs_per_s": 6.0},
+        ],
+    }
+    (tmp_path / "batching_fp32.json").write_text(json.dumps(sweep))
+    (tmp_path / "anchor.txt").write_text(
+        _anchor(False, [(256, 8.0)], []) + _anchor(True, [(1024, 13.0)], []) + "== cut short {\n"
+    )
+    (tmp_path / "anchor_compiled.txt").write_text(_anchor(False, [(1, 0.2)], [(256, 10.0)]))
+    result = collect.collect(tmp_path)
+    assert result["anchor"]["rates"]["stacked tf32 1024"] == 13.0
+    gni, explicit = result["summary"]
+    assert gni["vs_anchor_stacked"] == 1.5 and gni["vs_anchor_compiled"] == 1.2
+    assert explicit["engine_runs_per_s"] == 6.0 and explicit["vs_anchor_stacked"] == 0.75
+    assert "batching_tf32" not in result  # not run: left out, not invented
