@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and the batching / step-time benchmarks on a GPU machine, in one go (< 8 minutes).
-# Writes results under ${OUT:-bench-out}/ (gpu_bench.json gathering them all, JSON per benchmark, the
-# anchor's output). Copy
-# ../shared/bench/anchor_bench.py into .bench/ first (an ignored folder) to measure the plain-PyTorch
-# anchors on the same card in the same call. BUDGET_S (default 460) caps the whole script: each
+# Writes results under ${OUT:-bench-out}/ (gpu_bench.json gathering them all, a JSON per benchmark,
+# the anchor's output). Copy ../shared/bench/anchor_bench.py into .bench/ first (an ignored folder)
+# to measure the plain-PyTorch anchors on the same card in the same call. BUDGET_S (default 460) caps the whole script: each
 # step gets at most what is left, so a slow step cannot eat the next one's results. Order: the
 # checks (kernels vs their definitions, equivalence, the fp32 E = 1 drift, profiles with and
 # without the fused activation kernel), the tf32 and fp32 sweeps, the eager anchors, then what
