@@ -86,35 +86,6 @@ def counter_kernel() -> dict[str, Any]:
     return {**compare_with_reference("cuda"), **compare_fused_with_reference("cuda")}
 
 
-def baseline_diagnosis() -> dict[str, Any]:
-    """Why fp32 baseline runs differed alone vs in a batch (first GPU call): where and how much."""
-    base = spec("baseline", "additive", 0, precision="fp32")
-    alone = BatchTrainer([base]).run()[0]
-    fp64 = BatchTrainer([spec("baseline", "additive", 0, precision="fp64")]).run()[0]
-    pair = BatchTrainer([base, spec("baseline", "additive", 1, precision="fp32")]).run()[0]
-    mixed = BatchTrainer([base, spec("gni", "additive", 1, precision="fp32")]).run()[0]
-
-    def worst(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[Any]:
-        """The three tensors that differ most: (max |Δ|, max |Δ| / max |w|, name)."""
-        rows = []
-        for k in a:
-            diff = float((a[k].double() - b[k].double()).abs().max())
-            rows.append((diff, diff / float(b[k].abs().max()), k))
-        return sorted(rows, key=lambda r: r[1], reverse=True)[:3]
-
-    return {
-        "fp32_vs_fp64_alone": worst(alone.weights, fp64.weights),
-        "two_baselines_vs_alone": worst(pair.weights, alone.weights),
-        "with_a_gni_run_vs_alone": worst(mixed.weights, alone.weights),
-        "losses": [
-            alone.summary["train_loss"],
-            fp64.summary["train_loss"],
-            pair.summary["train_loss"],
-            mixed.summary["train_loss"],
-        ],
-    }
-
-
 def drift_diagnosis() -> dict[str, Any]:
     """Is the fp32 baseline run's drift from fp64 when trained alone a precision fault or the run's
     own sensitivity? (a) One gradient at the shared initial weights, fp32 against fp64, for the run
@@ -271,8 +242,6 @@ def main() -> None:
     print(f"drift diagnosis: {out['drift_diagnosis']}", flush=True)
     if args.only_drift:
         return
-    save("baseline_diagnosis", baseline_diagnosis())
-    print(f"baseline diagnosis: {out['baseline_diagnosis']}", flush=True)
     for precision in ("fp64", "fp32"):
         save(f"equivalence_{precision}", equivalence(precision))
         print(f"equivalence {precision}: {out[f'equivalence_{precision}']}", flush=True)

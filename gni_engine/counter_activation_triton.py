@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from gni_engine.counter_noise import FUSED_ACTIVATIONS
 from gni_engine.counter_noise_triton import BLOCK, _grid, _normals
 
 
@@ -203,7 +204,7 @@ def activate_inject_gpu(
     multiplicative_anywhere: bool,
 ) -> torch.Tensor:
     """φ(z + b) with its noise, h + s ε (a + m h), in one kernel (φ: relu or linear; b (E, 1, d))."""
-    if activation not in ("relu", "linear"):
+    if activation not in FUSED_ACTIVATIONS:
         raise ValueError(f"the fused kernel takes relu or linear, not {activation!r}")
     out: torch.Tensor = _ActivateInject.apply(
         z,
