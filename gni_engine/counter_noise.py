@@ -17,12 +17,14 @@ the formula depends on the other runs. Each forward pass advances run e's counte
 its injection points used (one per four values), on the device, without a host round trip.
 
 :func:`philox4x32` and :func:`inject_reference` are the pure-``torch`` definition (used by the
-tests, and on the CPU when counter noise is asked for: the CPU's default stays per-run
-generators); :mod:`gni_engine.counter_noise_triton` is the fused GPU kernel (and
+tests, and wherever no compiled kernel is usable but counter noise is asked for);
+:mod:`gni_engine.counter_noise_cpu` is the compiled CPU kernel (the CPU's default for MLPs: a
+vectorised draw is about three times cheaper than a ``torch.Generator``'s);
+:mod:`gni_engine.counter_noise_triton` is the fused GPU kernel (and
 :mod:`gni_engine.counter_activation_triton` the one that also applies a hidden layer's bias and
-activation: :func:`reference_activator` is its definition), checked
-against them on the device (``benchmarks/gpu_checks.py``: the normals agree to float32 rounding of
-log, cos and sin; a wrong integer word would differ by O(1)).
+activation: :func:`reference_activator` is its definition). Each is checked against the definition
+when first used, and in the tests (``benchmarks/gpu_checks.py`` on a GPU): the normals agree to
+float32 rounding of log, cos and sin; a wrong integer word would differ by O(1).
 """
 
 from __future__ import annotations
@@ -212,10 +214,11 @@ def reference_activator(
 @dataclass(frozen=True)
 class CounterKernels:
     """How counter noise is applied: to a value (``inject``) or fused with bias and activation
-    (``activate``, for the hidden layers of MLPs), and the name results record."""
+    (``activate``, for the hidden layers of MLPs; ``None`` where no fused kernel exists and the
+    network applies bias and activation itself), and the name results record."""
 
     inject: Injector
-    activate: Activator
+    activate: Activator | None
     label: str
 
 
@@ -232,6 +235,28 @@ def gpu_kernels() -> CounterKernels | None:
     if not torch.cuda.is_available():
         return None
     return _probe_triton()
+
+
+def cpu_kernels() -> CounterKernels | None:
+    """The compiled CPU kernel (:mod:`gni_engine.counter_noise_cpu`), or ``None`` where it cannot be
+    built (no C compiler, no writable cache folder) or disagrees with the definition. Bias and
+    activation stay in the network: on the CPU the GEMM adds the bias (``baddbmm``) for free.
+    Probed once per process, with a warning on failure."""
+    return _probe_cpu()
+
+
+@functools.cache
+def _probe_cpu() -> CounterKernels | None:
+    try:
+        from gni_engine.counter_noise_cpu import compare_with_reference, inject_cpu
+
+        differences = compare_with_reference()
+        if max(differences.values()) > 1e-5:
+            raise RuntimeError(f"kernel and reference disagree: {differences}")
+    except Exception as error:  # a missing or failing compiler, a read-only cache, a wrong result
+        log.warning("counter-noise CPU kernel unusable (%s); training noise uses per-run generators", error)
+        return None
+    return CounterKernels(inject_cpu, None, "philox-counter/cpu")
 
 
 @functools.cache
@@ -298,10 +323,13 @@ class CounterNoiseSampler:
     def activate(self, sign: float = 1.0) -> Activate:
         """Bias, activation and point k's noise in one step (``StackedMLP.forward``'s ``activate``)."""
         plan = self.plan
+        fused = self.kernels.activate
+        if fused is None:
+            raise ValueError(f"the {self.kernels.label} kernels have no fused activation")
 
         def apply(k: int, z: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
             additive, multiplicative = plan.columns(k)
-            return self.kernels.activate(
+            return fused(
                 z,
                 bias,
                 activation,

@@ -29,6 +29,7 @@ from gni_engine.counter_noise import (
     CounterKernels,
     CounterNoiseSampler,
     CounterStreams,
+    cpu_kernels,
     gpu_kernels,
 )
 from gni_engine.data import Dataset, build_dataset
@@ -149,8 +150,10 @@ class BatchTrainer:
     ) -> None:
         """``noise_stream``: where training noise comes from. ``"generator"``: each run's
         ``torch.Generator`` (one draw per run and pass); ``"counter"``: counter-based Philox streams
-        (:mod:`gni_engine.counter_noise`), one fused kernel for all runs on a GPU; ``"auto"``: counter
-        on a GPU with Triton (MLPs, not bf16), generator otherwise. The environment variable
+        (:mod:`gni_engine.counter_noise`), drawn by one compiled kernel for all runs (C on the CPU,
+        Triton on a GPU; the torch definition where neither works); ``"counter-reference"``: the same
+        streams computed by the torch definition (slow; the tests' yardstick); ``"auto"``: counter
+        where a compiled kernel works (MLPs, not bf16), generator otherwise. The environment variable
         ``GNI_NOISE_STREAM`` overrides ``"auto"`` (for benchmarks)."""
         if not specs:
             raise ValueError("a batch needs at least one run")
@@ -230,6 +233,7 @@ class BatchTrainer:
         # hidden layers' bias, activation and noise in one kernel (counter noise, MLPs)
         self.fuse_activation = (
             self.counter_kernels is not None
+            and self.counter_kernels.activate is not None
             and isinstance(self.net, StackedMLP)
             and self.net.activation in FUSED_ACTIVATIONS
         )
@@ -266,16 +270,24 @@ class BatchTrainer:
         source = "noise_stream"
         if noise_stream == "auto" and "GNI_NOISE_STREAM" in os.environ:
             noise_stream, source = os.environ["GNI_NOISE_STREAM"], "GNI_NOISE_STREAM"
-        if noise_stream not in ("auto", "generator", "counter"):
-            raise ValueError(f"{source}: expected 'auto', 'generator' or 'counter', got {noise_stream!r}")
+        choices = ("auto", "generator", "counter", "counter-reference")
+        if noise_stream not in choices:
+            raise ValueError(
+                f"{source}: expected one of {', '.join(map(repr, choices))}, got {noise_stream!r}"
+            )
         if noise_stream == "generator":
             return None
         fits = self.net.point_sizes() is not None and self.precision != "bf16"
+        if noise_stream != "auto" and not fits:
+            raise ValueError(f"noise_stream {noise_stream!r} needs an MLP and a precision other than bf16")
+        if not fits:
+            return None
+        if noise_stream == "counter-reference":
+            return REFERENCE_KERNELS
+        compiled = gpu_kernels() if self.device.type == "cuda" else cpu_kernels()
         if noise_stream == "counter":
-            if not fits:
-                raise ValueError("noise_stream 'counter' needs an MLP and a precision other than bf16")
-            return (gpu_kernels() if self.device.type == "cuda" else None) or REFERENCE_KERNELS
-        return gpu_kernels() if fits and self.device.type == "cuda" else None
+            return compiled or REFERENCE_KERNELS
+        return compiled
 
     @property
     def noise_stream(self) -> str:

@@ -1,6 +1,7 @@
-"""Counter-based noise (the GPU's training noise), checked on the CPU through its reference definition.
+"""Counter-based noise (the training noise of MLPs), checked on the CPU through its torch definition.
 
-The Triton kernel itself is compared with this reference on a GPU by ``benchmarks/gpu_checks.py``.
+The compiled CPU kernel is compared with the definition here (``test_counter_noise_cpu.py``); the
+Triton kernels under Triton's interpreter and, on a GPU, by ``benchmarks/gpu_checks.py``.
 """
 
 from __future__ import annotations
@@ -97,12 +98,13 @@ def test_a_run_with_counter_noise_gives_the_same_result_alone_and_in_a_batch() -
         _spec("baseline", "additive", 2),
         _spec("explicit", "multiplicative", 3),
     ]
-    together = BatchTrainer(specs, noise_stream="counter").run()
-    for s, state in zip(specs, together, strict=True):
-        alone = BatchTrainer([s], noise_stream="counter").run()[0]
-        assert state.summary["noise_stream"] == "philox-counter"
-        for k, w in alone.weights.items():
-            torch.testing.assert_close(state.weights[k], w, rtol=1e-10, atol=1e-12)
+    for stream, label in (("counter", "philox-counter/cpu"), ("counter-reference", "philox-counter")):
+        together = BatchTrainer(specs, noise_stream=stream).run()
+        for s, state in zip(specs, together, strict=True):
+            alone = BatchTrainer([s], noise_stream=stream).run()[0]
+            assert state.summary["noise_stream"] == label
+            for k, w in alone.weights.items():
+                torch.testing.assert_close(state.weights[k], w, rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize(("activation", "bias"), [("relu", True), ("linear", False)])
@@ -118,18 +120,20 @@ def test_the_fused_activation_path_trains_what_the_unfused_path_trains(activatio
             ("baseline", "additive", 2),
         ]
     ]
-    fused = BatchTrainer(specs, noise_stream="counter")
-    plain = BatchTrainer(specs, noise_stream="counter")
+    fused = BatchTrainer(specs, noise_stream="counter-reference")
+    plain = BatchTrainer(specs, noise_stream="counter-reference")
     assert fused.fuse_activation
+    assert not BatchTrainer(specs, noise_stream="counter").fuse_activation  # the CPU kernel has none
     plain.fuse_activation = False
     for a, b in zip(fused.run(), plain.run(), strict=True):
         assert a.summary["train_loss"] != 0.0
         for k, w in b.weights.items():
             torch.testing.assert_close(a.weights[k], w, rtol=1e-10, atol=1e-12)
-    alone = BatchTrainer(specs[1:2], noise_stream="counter").run()[0]
+    alone = BatchTrainer(specs[1:2], noise_stream="counter-reference").run()[0]
     for k, w in alone.weights.items():
         torch.testing.assert_close(fused.states[1].weights[k], w, rtol=1e-10, atol=1e-12)
-    assert not BatchTrainer([_spec("gni", "additive", 0)], noise_stream="counter").fuse_activation  # tanh
+    tanh = BatchTrainer([_spec("gni", "additive", 0)], noise_stream="counter-reference")
+    assert not tanh.fuse_activation
 
 
 def test_counter_noise_trains_like_generator_noise_in_distribution() -> None:
@@ -173,16 +177,20 @@ def test_resume_with_counter_noise_is_bit_identical(tmp_path: Any) -> None:
 
 def test_noise_stream_choices_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     s = _spec("gni", "additive", 0)
-    assert BatchTrainer([s]).noise_stream == "torch-generator"  # the CPU default
-    with pytest.raises(ValueError, match="noise_stream: expected"):
+    assert BatchTrainer([s]).noise_stream == "philox-counter/cpu"  # the CPU default for MLPs
+    assert BatchTrainer([s], noise_stream="generator").noise_stream == "torch-generator"
+    with pytest.raises(ValueError, match="noise_stream: expected one of 'auto', 'generator'"):
         BatchTrainer([s], noise_stream="philox")
     monkeypatch.setenv("GNI_NOISE_STREAM", "fast")
     with pytest.raises(ValueError, match="GNI_NOISE_STREAM: expected"):
         BatchTrainer([s])
-    monkeypatch.setenv("GNI_NOISE_STREAM", "counter")
+    monkeypatch.setenv("GNI_NOISE_STREAM", "counter-reference")
     assert BatchTrainer([s]).noise_stream == "philox-counter"
+    monkeypatch.setenv("GNI_NOISE_STREAM", "generator")
+    assert BatchTrainer([s]).noise_stream == "torch-generator"
     monkeypatch.delenv("GNI_NOISE_STREAM")
     bf16 = parse_run_spec({**BASE, "execution": {"precision": "bf16"}})
+    assert BatchTrainer([bf16]).noise_stream == "torch-generator"  # counters need fp32 or fp64
     with pytest.raises(ValueError, match="needs an MLP and a precision other than bf16"):
         BatchTrainer([bf16], noise_stream="counter")
 

@@ -1,0 +1,159 @@
+/* Counter-based Gaussian noise on the CPU: the stream of gni_engine.counter_noise, compiled.
+ *
+ * Run e's value i is lane i % 4 of Box-Muller(Philox4x32-10(key_e, start_e + i / 4)), exactly as
+ * counter_noise.counter_normals defines it; the integer part (Philox, the 24-bit uniforms) is
+ * bit-exact, log / cos / sin are float32 polynomials (Cephes) of a few ulp, so the values agree with
+ * the torch definition to float32 rounding.
+ *
+ * Built with -ffp-contract=off and without -ffast-math: the vector and scalar paths (and the
+ * AVX-512, AVX2 and baseline clones, chosen at load time) perform the same IEEE operations in the
+ * same order, so a stream is bit-identical on every x86-64 machine. Loops run over blocks of BLOCK
+ * counters, which GCC vectorises (32x32 -> 64-bit products, polynomials, selects); compiled by
+ * gni_engine.counter_noise_cpu on first use.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BLOCK 256 /* counters per block: 1024 values; 12 KiB of stack */
+#define ROUND_A 0xD2511F53u
+#define ROUND_B 0xCD9E8D57u
+#define KEY_A 0x9E3779B9u
+#define KEY_B 0xBB67AE85u
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(GNI_NO_CLONES)
+#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CLONES
+#endif
+
+/* natural log on (0, 1], Cephes logf: frexp by bit manipulation, degree-8 polynomial */
+static inline __attribute__((always_inline)) float log_unit(float x) {
+    union { float f; uint32_t u; } v = {x};
+    int32_t e = (int32_t)((v.u >> 23) & 0xFF) - 126;
+    v.u = (v.u & 0x807FFFFFu) | 0x3F000000u; /* mantissa in [0.5, 1) */
+    float m = v.f;
+    int32_t small = m < 0.707106781186547524f;
+    e -= small;
+    m = (m + (float)small * m) - 1.0f; /* 2m - 1 below 1 / sqrt 2, else m - 1 (both exact) */
+    float z = m * m;
+    float y = 7.0376836292e-2f;
+    y = y * m - 1.1514610310e-1f;
+    y = y * m + 1.1676998740e-1f;
+    y = y * m - 1.2420140846e-1f;
+    y = y * m + 1.4249322787e-1f;
+    y = y * m - 1.6668057665e-1f;
+    y = y * m + 2.0000714765e-1f;
+    y = y * m - 2.4999993993e-1f;
+    y = y * m + 3.3333331174e-1f;
+    y = y * m * z;
+    float fe = (float)e;
+    y = y + fe * -2.12194440e-4f;
+    y = y - 0.5f * z;
+    return (m + y) + fe * 0.693359375f;
+}
+
+/* sin and cos of x in [0, 2 pi + 1): quadrant reduction (Cody-Waite, three parts of pi / 2), then
+ * Cephes' minimax polynomials on [-pi / 4, pi / 4] */
+static inline __attribute__((always_inline)) void sincos_turn(float x, float *s_out, float *c_out) {
+    int32_t q = (int32_t)(x * 0.636619772367581343f + 0.5f);
+    float fq = (float)q;
+    float r = ((x - fq * 1.5703125f) - fq * 4.837512969970703125e-4f) - fq * 7.54978995489188216e-8f;
+    float z = r * r;
+    float s = ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f) * z * r + r;
+    float c = ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z + 4.166664568298827e-2f) * z * z
+              - 0.5f * z + 1.0f;
+    /* quadrant q: sin x = (s, c, -s, -c)[q], cos x = (c, -s, -c, s)[q]; selections by exact
+     * multiplications with 0 and 1, which GCC vectorises where it would not branch */
+    float swap = (float)(q & 1), keep = 1.0f - swap;
+    float sin_sign = (float)(1 - (q & 2)), cos_sign = (float)(1 - ((q + 1) & 2));
+    *s_out = sin_sign * (keep * s + swap * c);
+    *c_out = cos_sign * (keep * c + swap * s);
+}
+
+/* the 4 * count normals of counters start .. start + count - 1 (count <= BLOCK), in stream order */
+static inline __attribute__((always_inline)) void normals_block(uint64_t key, uint64_t start, int count, float *out) {
+    uint32_t c0[BLOCK], c1[BLOCK], c2[BLOCK], c3[BLOCK];
+    for (int j = 0; j < count; j++) {
+        uint64_t ctr = start + (uint64_t)j;
+        c0[j] = (uint32_t)ctr;
+        c1[j] = (uint32_t)(ctr >> 32);
+        c2[j] = 0;
+        c3[j] = 0;
+    }
+    uint32_t k0 = (uint32_t)key, k1 = (uint32_t)(key >> 32);
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) {
+            k0 += KEY_A;
+            k1 += KEY_B;
+        }
+        for (int j = 0; j < count; j++) {
+            uint64_t p0 = (uint64_t)ROUND_A * c0[j];
+            uint64_t p1 = (uint64_t)ROUND_B * c2[j];
+            uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1[j] ^ k0;
+            uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3[j] ^ k1;
+            c1[j] = (uint32_t)p1;
+            c3[j] = (uint32_t)p0;
+            c0[j] = n0;
+            c2[j] = n2;
+        }
+    }
+    const float unit = 5.9604644775390625e-8f; /* 2^-24 */
+    const float two_pi = 6.28318530717958647692f;
+    float z0[BLOCK], z1[BLOCK], z2[BLOCK], z3[BLOCK];
+    for (int j = 0; j < count; j++) {
+        float r01 = sqrtf(-2.0f * log_unit((float)(int32_t)((c0[j] >> 8) + 1) * unit));
+        float r23 = sqrtf(-2.0f * log_unit((float)(int32_t)((c2[j] >> 8) + 1) * unit));
+        float s01, co01, s23, co23;
+        sincos_turn(two_pi * ((float)(int32_t)((c1[j] >> 8) + 1) * unit), &s01, &co01);
+        sincos_turn(two_pi * ((float)(int32_t)((c3[j] >> 8) + 1) * unit), &s23, &co23);
+        z0[j] = r01 * co01;
+        z1[j] = r01 * s01;
+        z2[j] = r23 * co23;
+        z3[j] = r23 * s23;
+    }
+    for (int j = 0; j < count; j++) {
+        out[4 * j] = z0[j];
+        out[4 * j + 1] = z1[j];
+        out[4 * j + 2] = z2[j];
+        out[4 * j + 3] = z3[j];
+    }
+}
+
+/* out[e, i] = eps[e, i], the first n values of each of E runs' streams */
+CLONES void gni_normals_f32(const int64_t *keys, const int64_t *starts, int64_t runs, int64_t n, float *out) {
+    float buf[4 * BLOCK];
+    for (int64_t e = 0; e < runs; e++) {
+        for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {
+            int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;
+            normals_block((uint64_t)keys[e], (uint64_t)starts[e] + (uint64_t)(i0 / 4), (len + 3) / 4, buf);
+            memcpy(out + e * n + i0, buf, (size_t)len * sizeof(float));
+        }
+    }
+}
+
+/* out[e, i] = h[e, i] + eps[e, i] s (a[e] + m[e] h[e, i]) for float and double h, eps from counters
+ * starts[e] + offset on (float32, as in the torch definition); s = +-1 (antithetic replay);
+ * additive_only skips m h */
+#define DEFINE_INJECT(T, suffix)                                                                        \
+    CLONES void gni_inject_##suffix(const T *h, T *out, const T *a, const T *m, const int64_t *keys,      \
+                                    const int64_t *starts, int64_t offset, double sign, int64_t runs,   \
+                                    int64_t n, int additive_only) {                                     \
+        float buf[4 * BLOCK];                                                                           \
+        for (int64_t e = 0; e < runs; e++) {                                                            \
+            const T *x = h + e * n;                                                                     \
+            T *y = out + e * n, ae = a[e] * (T)sign, me = m[e] * (T)sign;                               \
+            uint64_t start = (uint64_t)starts[e] + (uint64_t)offset;                                    \
+            for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {                                             \
+                int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;                               \
+                normals_block((uint64_t)keys[e], start + (uint64_t)(i0 / 4), (len + 3) / 4, buf);       \
+                if (additive_only)                                                                      \
+                    for (int i = 0; i < len; i++) y[i0 + i] = x[i0 + i] + (T)buf[i] * ae;               \
+                else                                                                                    \
+                    for (int i = 0; i < len; i++) y[i0 + i] = x[i0 + i] + (T)buf[i] * (ae + me * x[i0 + i]); \
+            }                                                                                           \
+        }                                                                                               \
+    }
+
+DEFINE_INJECT(float, f32)
+DEFINE_INJECT(double, f64)

@@ -1,0 +1,156 @@
+"""The compiled CPU kernel of the counter stream, against its torch definition and a float64 twin."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from gni_engine import counter_noise, counter_noise_cpu
+from gni_engine.counter_noise import MASK32, counter_normals, philox4x32
+from gni_engine.counter_noise_cpu import (
+    build_library,
+    compare_with_reference,
+    counter_normals_cpu,
+    inject_cpu,
+    load_library,
+)
+from gni_engine.spec import parse_run_spec
+from gni_engine.training import BatchTrainer
+
+KEYS = torch.tensor([12345, 2**62 + 3], dtype=torch.int64)
+STARTS = torch.tensor([0, 2**32 - 5], dtype=torch.int64)  # the second run's counters cross 2**32
+
+
+def _float64_normals(keys: torch.Tensor, starts: torch.Tensor, n: int) -> torch.Tensor:
+    """The stream in float64 from the exact Philox words: log, sqrt, cos and sin in double precision
+    (the angle is the float32 product 2π·u that the definition forms)."""
+    counters = starts.unsqueeze(1) + torch.arange(-(-n // 4))
+    zero = torch.zeros_like(counters)
+    words = philox4x32(
+        counters & MASK32,
+        (counters >> 32) & MASK32,
+        zero,
+        zero,
+        (keys & MASK32)[:, None],
+        (keys >> 32)[:, None],
+    )
+    u = [((w >> 8) + 1).double() * 2.0**-24 for w in words]
+    two_pi = torch.tensor(2 * math.pi, dtype=torch.float32)
+    angle = [(two_pi * v.float()).double() for v in (u[1], u[3])]
+    radius = [torch.sqrt(-2 * torch.log(v)) for v in (u[0], u[2])]
+    lanes = [
+        radius[0] * angle[0].cos(),
+        radius[0] * angle[0].sin(),
+        radius[1] * angle[1].cos(),
+        radius[1] * angle[1].sin(),
+    ]
+    return torch.stack(lanes, dim=2).reshape(len(keys), -1)[:, :n]
+
+
+def test_the_kernel_equals_the_float64_stream_to_float32_rounding() -> None:
+    n = 200_003  # not a multiple of 4 nor of a block
+    fast = counter_normals_cpu(KEYS, STARTS, n).double()
+    exact = _float64_normals(KEYS, STARTS, n)
+    scale = exact.abs().clamp(min=1.0)
+    # within 4 float32 ulp of max(1, |z|) (1.6 seen)
+    assert float(((fast - exact).abs() / scale).max()) < 4 * 2.0**-23
+    shifted = counter_normals_cpu(KEYS, STARTS + 1, n).double()  # one counter off: O(1) apart
+    assert float((shifted[:, : n - 4] - exact[:, : n - 4]).abs().max()) > 1.0
+
+
+def test_the_kernel_equals_the_torch_definition() -> None:
+    differences = compare_with_reference()
+    assert len(differences) == 17  # normals, then inject and gradient × 2 dtypes × 2 signs × 2 kinds
+    assert max(differences.values()) < 1e-6, differences
+    n = 4_099
+    assert torch.equal(  # a run's stream does not depend on the batch
+        counter_normals_cpu(KEYS, STARTS, n)[1], counter_normals_cpu(KEYS[1:], STARTS[1:], n)[0]
+    )
+    assert float((counter_normals_cpu(KEYS, STARTS, n) - counter_normals(KEYS, STARTS, n)).abs().max()) < 1e-6
+
+
+def test_the_normals_have_the_moments_of_a_gaussian() -> None:
+    z = counter_normals_cpu(torch.tensor([7]), torch.tensor([0]), 1_000_000).double()[0]
+    n = z.numel()
+    assert abs(float(z.mean())) < 5 / math.sqrt(n)
+    assert abs(float(z.var()) - 1) < 5 * math.sqrt(2 / n)
+    assert abs(float((z**3).mean())) < 5 * math.sqrt(15 / n)
+    assert abs(float((z**4).mean()) - 3) < 5 * math.sqrt(96 / n)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def test_every_instruction_set_draws_bit_identical_numbers(tmp_path: Path) -> None:
+    """Without FMA contraction or fast-math, the baseline, AVX2 and AVX-512 code perform the same IEEE
+    operations: a result does not depend on the machine's vector width."""
+    builds = {"clones": load_library(build_library(folder=tmp_path))}
+    flags = _cpu_flags()
+    for march, needs in (("x86-64", set()), ("x86-64-v3", {"avx2", "fma"}), ("x86-64-v4", {"avx512f"})):
+        if needs <= flags:
+            path = build_library(("-DGNI_NO_CLONES", f"-march={march}"), folder=tmp_path)
+            builds[march] = load_library(path)
+    assert "x86-64" in builds or not flags  # the baseline always builds on x86-64
+    draws = {name: counter_normals_cpu(KEYS, STARTS, 10_007, lib) for name, lib in builds.items()}
+    first = draws.pop("clones")
+    for name, values in draws.items():
+        assert torch.equal(values, first), name
+
+
+def test_the_build_is_cached_and_a_failing_compiler_says_why(tmp_path: Path) -> None:
+    path = build_library(folder=tmp_path)
+    assert path.exists() and build_library(folder=tmp_path) == path
+    assert build_library(("-O2",), folder=tmp_path) != path
+    with pytest.raises(RuntimeError, match="failed"):
+        build_library(("-fno-such-option-exists",), folder=tmp_path)
+
+
+def test_training_falls_back_to_generators_without_a_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("GNI_CACHE_DIR", str(tmp_path / "cache"))
+    counter_noise._probe_cpu.cache_clear()
+    counter_noise_cpu._library.cache_clear()  # built and loaded by earlier tests
+    try:
+        with caplog.at_level(logging.WARNING, logger="gni_engine.counter_noise"):
+            assert counter_noise.cpu_kernels() is None
+        assert "no C compiler" in caplog.text
+        spec = parse_run_spec({"model": {"hidden": [4]}, "training": {"mode": "gni", "steps": 2}})
+        assert BatchTrainer([spec]).noise_stream == "torch-generator"
+        assert BatchTrainer([spec], noise_stream="counter").noise_stream == "philox-counter"
+    finally:
+        counter_noise._probe_cpu.cache_clear()
+        counter_noise_cpu._library.cache_clear()
+
+
+def test_the_multiplicative_gradient_is_exact_and_itself_differentiable() -> None:
+    generator = torch.Generator().manual_seed(0)
+    h = torch.randn(2, 5, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    a = torch.tensor([0.1, 0.0], dtype=torch.float64)
+    m = torch.tensor([0.3, 0.2], dtype=torch.float64)
+
+    def noisy(x: torch.Tensor) -> torch.Tensor:
+        return inject_cpu(x, a, m, KEYS, STARTS, 3, -1.0, True)
+
+    assert torch.autograd.gradcheck(noisy, (h,))
+    assert torch.autograd.gradgradcheck(noisy, (h,))
+
+
+def test_bad_streams_are_named() -> None:
+    with pytest.raises(ValueError, match="keys: expected a contiguous int64 CPU tensor"):
+        counter_normals_cpu(KEYS.int(), STARTS, 8)
+    h = torch.zeros(3, 4)
+    with pytest.raises(ValueError, match=r"one entry per run \(3\)"):
+        inject_cpu(h, torch.zeros(3), torch.zeros(3), KEYS, STARTS, 0, 1.0, False)
