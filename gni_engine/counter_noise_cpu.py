@@ -70,6 +70,7 @@ def build_library(extra_flags: tuple[str, ...] = (), folder: Path | None = None)
     if target.exists():
         return target
     folder.mkdir(parents=True, exist_ok=True)
+    log.info("compiling the CPU noise kernel into %s (once per machine and source)", target)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
         c_file = Path(scratch) / "philox_noise.c"
         c_file.write_text(source, encoding="utf-8")
