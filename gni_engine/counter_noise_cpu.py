@@ -4,7 +4,9 @@ A forward pass of the spectral-bias network (200 points, five hidden layers of 2
 normals: with ``torch.Generator`` (a serial Mersenne Twister) that was about a third of a training
 step. ``csrc/philox_noise.c`` computes the same counter stream as the torch definition
 (Philox4x32-10, then Box–Muller on 24-bit uniforms), a block of counters per vector loop, and adds
-it to the activations in the same pass: h + s ε (a + m h) without materialising ε.
+it to the activations in the same pass: h + s ε (a + m h) without materialising ε. Blocks of
+counters run on PyTorch's OpenMP threads where its runtime is GNU's (each value depends on its
+counter alone, so the thread count changes no bit).
 
 The C file is compiled on first use with the machine's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$GNI_CACHE_DIR``, else ``$XDG_CACHE_HOME/gni``, else ``~/.cache/gni``), named by the
@@ -54,6 +56,27 @@ def compiler() -> str:
     return os.environ.get("CC", "cc")
 
 
+def _openmp_runtimes() -> set[str]:
+    """Paths of the OpenMP runtimes this process has loaded (Linux; empty elsewhere)."""
+    try:
+        maps = Path("/proc/self/maps").read_text(encoding="utf-8")
+    except OSError:
+        return set()
+    names = ("libgomp", "libiomp", "libomp")
+    return {
+        line.split()[-1] for line in maps.splitlines() if any(n in line.rsplit("/", 1)[-1] for n in names)
+    }
+
+
+def openmp_flags() -> tuple[str, ...]:
+    """``-fopenmp`` where PyTorch's OpenMP runtime is GNU's (``libgomp.so.1``, already loaded): the
+    library then binds to that same runtime and its blocks run on PyTorch's threads, which are awake
+    right after the preceding matrix product. Elsewhere (another runtime, no /proc) none: one thread."""
+    if any(Path(path).name == "libgomp.so.1" for path in _openmp_runtimes()):
+        return ("-fopenmp",)
+    return ()
+
+
 def build_library(extra_flags: tuple[str, ...] = (), folder: Path | None = None) -> Path:
     """Compile the C kernel (once per source, flags and compiler) and return the shared library's path.
 
@@ -84,20 +107,37 @@ def build_library(extra_flags: tuple[str, ...] = (), folder: Path | None = None)
     return target
 
 
-def load_library(path: Path) -> ctypes.CDLL:
-    lib = ctypes.CDLL(str(path))
-    lib.gni_normals_f32.argtypes = [_VOID_P, _VOID_P, _I64, _I64, _VOID_P]
-    lib.gni_normals_f32.restype = None
-    for name in ("gni_inject_f32", "gni_inject_f64"):
-        function = getattr(lib, name)
-        function.argtypes = [_VOID_P] * 6 + [_I64, ctypes.c_double, _I64, _I64, ctypes.c_int]
-        function.restype = None
-    return lib
+class NoiseLibrary:
+    """The loaded kernel and the threads it may use: PyTorch's count where it shares PyTorch's OpenMP
+    runtime, else one (a library that brought a second runtime along is never asked to start it)."""
+
+    def __init__(self, path: Path) -> None:
+        before = _openmp_runtimes()
+        self.lib = ctypes.CDLL(str(path))
+        self.lib.gni_normals_f32.argtypes = [_VOID_P, _VOID_P, _I64, _I64, _VOID_P, ctypes.c_int]
+        self.lib.gni_normals_f32.restype = None
+        for name in ("gni_inject_f32", "gni_inject_f64"):
+            function = getattr(self.lib, name)
+            function.argtypes = [_VOID_P] * 6 + [
+                _I64,
+                ctypes.c_double,
+                _I64,
+                _I64,
+                ctypes.c_int,
+                ctypes.c_int,
+            ]
+            function.restype = None
+        self.shares_torch_threads = bool(before) and _openmp_runtimes() == before
+        if not self.shares_torch_threads and _openmp_runtimes() - before:
+            log.warning("the CPU noise kernel loaded its own OpenMP runtime; it will draw on one thread")
+
+    def threads(self) -> int:
+        return torch.get_num_threads() if self.shares_torch_threads else 1
 
 
 @functools.cache
-def _library() -> ctypes.CDLL:
-    return load_library(build_library())
+def _library() -> NoiseLibrary:
+    return NoiseLibrary(build_library(openmp_flags()))
 
 
 def _check_rows(keys: torch.Tensor, starts: torch.Tensor, runs: int) -> None:
@@ -109,13 +149,18 @@ def _check_rows(keys: torch.Tensor, starts: torch.Tensor, runs: int) -> None:
 
 
 def counter_normals_cpu(
-    keys: torch.Tensor, starts: torch.Tensor, n: int, lib: ctypes.CDLL | None = None
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    n: int,
+    lib: NoiseLibrary | None = None,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """(E, n) float32 normals: :func:`gni_engine.counter_noise.counter_normals`, compiled."""
     lib = lib or _library()
     _check_rows(keys, starts, len(keys))
     out = torch.empty(len(keys), n, dtype=torch.float32)
-    lib.gni_normals_f32(keys.data_ptr(), starts.data_ptr(), len(keys), n, out.data_ptr())
+    threads = lib.threads() if threads is None else threads
+    lib.lib.gni_normals_f32(keys.data_ptr(), starts.data_ptr(), len(keys), n, out.data_ptr(), threads)
     return out
 
 
@@ -140,7 +185,8 @@ class _Inject(torch.autograd.Function):
     ) -> torch.Tensor:
         h_c = h.contiguous()
         out = torch.empty_like(h_c)
-        getattr(_library(), _INJECT[h.dtype])(
+        library = _library()
+        getattr(library.lib, _INJECT[h.dtype])(
             h_c.data_ptr(),
             out.data_ptr(),
             a.data_ptr(),
@@ -152,6 +198,7 @@ class _Inject(torch.autograd.Function):
             h.shape[0],
             h[0].numel(),
             additive_only,
+            library.threads(),
         )
         if not additive_only:
             ctx.save_for_backward(m, keys, starts)

@@ -9,7 +9,8 @@
  * AVX-512, AVX2 and baseline clones, chosen at load time) perform the same IEEE operations in the
  * same order, so a stream is bit-identical on every x86-64 machine. Loops run over blocks of BLOCK
  * counters, which GCC vectorises (32x32 -> 64-bit products, polynomials, selects); compiled by
- * gni_engine.counter_noise_cpu on first use.
+ * gni_engine.counter_noise_cpu on first use, with -fopenmp where PyTorch's own OpenMP runtime
+ * (libgomp) is loaded, so that blocks share PyTorch's threads.
  */
 #include <math.h>
 #include <stdint.h>
@@ -120,39 +121,54 @@ static inline __attribute__((always_inline)) void normals_block(uint64_t key, ui
     }
 }
 
+/* Work is split into (run, block) pairs of BLOCK counters: with OpenMP (compiled with -fopenmp into
+ * the process's own runtime, PyTorch's) over `threads` threads, else in order. Each value is a
+ * function of its counter alone, so the split does not change a single bit. */
+
 /* out[e, i] = eps[e, i], the first n values of each of E runs' streams */
-CLONES void gni_normals_f32(const int64_t *keys, const int64_t *starts, int64_t runs, int64_t n, float *out) {
+CLONES static void normals_into(uint64_t key, uint64_t start, int len, float *out) {
     float buf[4 * BLOCK];
-    for (int64_t e = 0; e < runs; e++) {
-        for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {
-            int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;
-            normals_block((uint64_t)keys[e], (uint64_t)starts[e] + (uint64_t)(i0 / 4), (len + 3) / 4, buf);
-            memcpy(out + e * n + i0, buf, (size_t)len * sizeof(float));
-        }
+    normals_block(key, start, (len + 3) / 4, buf);
+    memcpy(out, buf, (size_t)len * sizeof(float));
+}
+
+void gni_normals_f32(const int64_t *keys, const int64_t *starts, int64_t runs, int64_t n, float *out,
+                     int threads) {
+    (void)threads; /* unused without OpenMP */
+    int64_t blocks = (n + 4 * BLOCK - 1) / (4 * BLOCK), total = runs * blocks;
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && total > 1)
+    for (int64_t t = 0; t < total; t++) {
+        int64_t e = t / blocks, i0 = (t % blocks) * 4 * BLOCK;
+        int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;
+        normals_into((uint64_t)keys[e], (uint64_t)starts[e] + (uint64_t)(i0 / 4), len, out + e * n + i0);
     }
 }
 
-/* out[e, i] = h[e, i] + eps[e, i] s (a[e] + m[e] h[e, i]) for float and double h, eps from counters
- * starts[e] + offset on (float32, as in the torch definition); s = +-1 (antithetic replay);
- * additive_only skips m h */
-#define DEFINE_INJECT(T, suffix)                                                                        \
-    CLONES void gni_inject_##suffix(const T *h, T *out, const T *a, const T *m, const int64_t *keys,      \
-                                    const int64_t *starts, int64_t offset, double sign, int64_t runs,   \
-                                    int64_t n, int additive_only) {                                     \
-        float buf[4 * BLOCK];                                                                           \
-        for (int64_t e = 0; e < runs; e++) {                                                            \
-            const T *x = h + e * n;                                                                     \
-            T *y = out + e * n, ae = a[e] * (T)sign, me = m[e] * (T)sign;                               \
-            uint64_t start = (uint64_t)starts[e] + (uint64_t)offset;                                    \
-            for (int64_t i0 = 0; i0 < n; i0 += 4 * BLOCK) {                                             \
-                int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;                               \
-                normals_block((uint64_t)keys[e], start + (uint64_t)(i0 / 4), (len + 3) / 4, buf);       \
-                if (additive_only)                                                                      \
-                    for (int i = 0; i < len; i++) y[i0 + i] = x[i0 + i] + (T)buf[i] * ae;               \
-                else                                                                                    \
-                    for (int i = 0; i < len; i++) y[i0 + i] = x[i0 + i] + (T)buf[i] * (ae + me * x[i0 + i]); \
-            }                                                                                           \
-        }                                                                                               \
+/* y[i] = x[i] + eps[i] s (a + m x[i]) for float and double x, eps from counter `start` on (float32, as
+ * in the torch definition); s = +-1 (antithetic replay); additive_only skips m x */
+#define DEFINE_INJECT(T, suffix)                                                                         \
+    CLONES static void inject_block_##suffix(const T *x, T *y, T ae, T me, uint64_t key, uint64_t start, \
+                                             int len, int additive_only) {                               \
+        float buf[4 * BLOCK];                                                                            \
+        normals_block(key, start, (len + 3) / 4, buf);                                                   \
+        if (additive_only)                                                                               \
+            for (int i = 0; i < len; i++) y[i] = x[i] + (T)buf[i] * ae;                                  \
+        else                                                                                             \
+            for (int i = 0; i < len; i++) y[i] = x[i] + (T)buf[i] * (ae + me * x[i]);                    \
+    }                                                                                                    \
+    void gni_inject_##suffix(const T *h, T *out, const T *a, const T *m, const int64_t *keys,             \
+                             const int64_t *starts, int64_t offset, double sign, int64_t runs, int64_t n, \
+                             int additive_only, int threads) {                                           \
+        (void)threads;                                                                                   \
+        int64_t blocks = (n + 4 * BLOCK - 1) / (4 * BLOCK), total = runs * blocks;                       \
+        _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1 && total > 1)") \
+        for (int64_t t = 0; t < total; t++) {                                                            \
+            int64_t e = t / blocks, i0 = (t % blocks) * 4 * BLOCK;                                       \
+            int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;                                    \
+            uint64_t start = (uint64_t)starts[e] + (uint64_t)offset + (uint64_t)(i0 / 4);                \
+            inject_block_##suffix(h + e * n + i0, out + e * n + i0, a[e] * (T)sign, m[e] * (T)sign,      \
+                                  (uint64_t)keys[e], start, len, additive_only);                         \
+        }                                                                                                \
     }
 
 DEFINE_INJECT(float, f32)

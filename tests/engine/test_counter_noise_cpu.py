@@ -12,11 +12,12 @@ import torch
 from gni_engine import counter_noise, counter_noise_cpu
 from gni_engine.counter_noise import MASK32, counter_normals, philox4x32
 from gni_engine.counter_noise_cpu import (
+    NoiseLibrary,
     build_library,
     compare_with_reference,
     counter_normals_cpu,
     inject_cpu,
-    load_library,
+    openmp_flags,
 )
 from gni_engine.spec import parse_run_spec
 from gni_engine.training import BatchTrainer
@@ -92,20 +93,26 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def test_every_instruction_set_draws_bit_identical_numbers(tmp_path: Path) -> None:
+def test_every_instruction_set_and_thread_count_draws_bit_identical_numbers(tmp_path: Path) -> None:
     """Without FMA contraction or fast-math, the baseline, AVX2 and AVX-512 code perform the same IEEE
-    operations: a result does not depend on the machine's vector width."""
-    builds = {"clones": load_library(build_library(folder=tmp_path))}
+    operations, and each value depends on its counter alone: a result depends neither on the
+    machine's vector width nor on the number of threads."""
+    shared = NoiseLibrary(build_library(openmp_flags(), folder=tmp_path))
+    assert shared.shares_torch_threads == bool(openmp_flags())  # PyTorch's libgomp here
+    builds = {"clones": NoiseLibrary(build_library(folder=tmp_path))}
     flags = _cpu_flags()
     for march, needs in (("x86-64", set()), ("x86-64-v3", {"avx2", "fma"}), ("x86-64-v4", {"avx512f"})):
         if needs <= flags:
-            path = build_library(("-DGNI_NO_CLONES", f"-march={march}"), folder=tmp_path)
-            builds[march] = load_library(path)
+            builds[march] = NoiseLibrary(
+                build_library(("-DGNI_NO_CLONES", f"-march={march}"), folder=tmp_path)
+            )
     assert "x86-64" in builds or not flags  # the baseline always builds on x86-64
-    draws = {name: counter_normals_cpu(KEYS, STARTS, 10_007, lib) for name, lib in builds.items()}
-    first = draws.pop("clones")
-    for name, values in draws.items():
-        assert torch.equal(values, first), name
+    n = 10_007
+    first = counter_normals_cpu(KEYS, STARTS, n, builds.pop("clones"))
+    for name, lib in builds.items():
+        assert torch.equal(counter_normals_cpu(KEYS, STARTS, n, lib), first), name
+    for threads in (1, 2, 3):
+        assert torch.equal(counter_normals_cpu(KEYS, STARTS, n, shared, threads), first), threads
 
 
 def test_the_build_is_cached_and_a_failing_compiler_says_why(tmp_path: Path) -> None:
