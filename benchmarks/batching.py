@@ -6,7 +6,7 @@ seed and σ. ``--cpu-scale`` runs the CPU anchor's size instead: 32 runs of 1 �
 1000 steps. Both ways run in this one process; the sequential way times ``--seq-runs`` runs and
 reports runs/s, so it does not have to train all N.
 
-    .venv/bin/python benchmarks/batching.py --cpu-scale
+    .venv/bin/python benchmarks/batching.py --cpu-scale [--rounds 30]
     .venv/bin/python benchmarks/batching.py --runs 256 --precision tf32 --json out.json   # on a GPU
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from typing import Any
 
@@ -98,6 +99,49 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     }
 
 
+def measure_interleaved(args: argparse.Namespace, mode: str) -> dict[str, Any]:
+    """Per-step throughput, stacked and one run at a time alternating in rounds (``--round-steps``
+    stacked steps, then that many times E / 2 steps of one run alone: about as long), so that this
+    VM's drift (its speed changes by 1.5× between minutes) hits both alike; the median of the
+    per-round ratios is the figure to read. Steps only: set-up and final analyses, which the
+    whole-run figures include, are left out."""
+    specs = sweep(args, mode)
+    stacked = BatchTrainer(specs)
+    alone = [BatchTrainer([s]) for s in specs[: args.seq_runs]]
+    NOISE_STREAMS.add(stacked.noise_stream)
+
+    alone_steps = max(1, args.round_steps * len(specs) // 2)
+
+    def steps_per_s(trainer: BatchTrainer, steps: int) -> float:
+        _sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.train_step()
+        _sync()
+        return steps / (time.perf_counter() - start)
+
+    steps_per_s(stacked, args.round_steps)
+    for trainer in alone:
+        steps_per_s(trainer, args.round_steps)  # warm-up
+    ratios, seq_rates, stacked_rates = [], [], []
+    for r in range(args.rounds):
+        seq = steps_per_s(alone[r % len(alone)], alone_steps) / args.steps  # runs/s
+        batch = steps_per_s(stacked, args.round_steps) * len(specs) / args.steps
+        seq_rates.append(seq)
+        stacked_rates.append(batch)
+        ratios.append(batch / seq)
+    quartiles = statistics.quantiles(ratios, n=4)
+    return {
+        "mode": mode,
+        "rounds": args.rounds,
+        "round_steps": args.round_steps,
+        "median_ratio": statistics.median(ratios),
+        "ratio_iqr": [quartiles[0], quartiles[2]],
+        "sequential_runs_per_s": statistics.median(seq_rates),
+        "stacked_runs_per_s": statistics.median(stacked_rates),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -114,6 +158,10 @@ def main() -> None:
     parser.add_argument(
         "--cpu-scale", action="store_true", help="32 runs of 1→128×3→1, 256 points, 1000 steps"
     )
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="also time steps in this many alternating rounds (drift-proof)"
+    )
+    parser.add_argument("--round-steps", type=int, default=10, help="stacked steps in a round")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     if args.cpu_scale:
@@ -138,6 +186,16 @@ def main() -> None:
             f"noise: {', '.join(r['noise_streams'])})",
             flush=True,
         )
+        if args.rounds:
+            i = measure_interleaved(args, mode)
+            results.append({**i, "mode": f"{mode} (interleaved steps)"})
+            print(
+                f"{mode:>9}, steps in {i['rounds']} alternating rounds: sequential "
+                f"{i['sequential_runs_per_s']:.3f} runs/s, stacked {i['stacked_runs_per_s']:.3f} runs/s, "
+                f"median per-round ratio {i['median_ratio']:.2f}× "
+                f"(IQR {i['ratio_iqr'][0]:.2f}–{i['ratio_iqr'][1]:.2f})",
+                flush=True,
+            )
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(
