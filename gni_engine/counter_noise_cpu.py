@@ -9,7 +9,8 @@ counters run on PyTorch's OpenMP threads where its runtime is GNU's (each value 
 counter alone, so the thread count changes no bit).
 
 The C file is compiled on first use with the machine's C compiler (``$CC``, else ``cc``) into a
-cache folder (``$GNI_CACHE_DIR``, else ``$XDG_CACHE_HOME/gni``, else ``~/.cache/gni``), named by the
+cache folder (``$GNI_CACHE_DIR``, else ``$XDG_CACHE_HOME/gni``, else ``~/.cache/gni``; the system's
+temporary folder where that is not writable), named by the
 hash of the source and the flags, written atomically so that concurrent workers can share it; it
 holds AVX-512, AVX2 and baseline clones and picks one at load time. The values are bit-identical
 whichever clone runs, and agree with :func:`gni_engine.counter_noise.counter_normals` to float32
@@ -137,7 +138,14 @@ class NoiseLibrary:
 
 @functools.cache
 def _library() -> NoiseLibrary:
-    return NoiseLibrary(build_library(openmp_flags()))
+    flags = openmp_flags()
+    try:
+        path = build_library(flags)
+    except OSError as error:  # a read-only or missing home: the system's temporary folder instead
+        fallback = Path(tempfile.gettempdir()) / f"gni-{os.getuid()}"
+        log.info("cache folder unusable (%s); building the CPU noise kernel in %s", error, fallback)
+        path = build_library(flags, folder=fallback)
+    return NoiseLibrary(path)
 
 
 def _check_rows(keys: torch.Tensor, starts: torch.Tensor, runs: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,25 @@ def test_training_falls_back_to_generators_without_a_compiler(
         assert BatchTrainer([spec], noise_stream="counter").noise_stream == "philox-counter"
     finally:
         counter_noise._probe_cpu.cache_clear()
+        counter_noise_cpu._library.cache_clear()
+
+
+def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("GNI_CACHE_DIR", str(blocked / "cache"))  # mkdir fails: a file is in the way
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    counter_noise_cpu._library.cache_clear()
+    try:
+        library = counter_noise_cpu._library()
+        assert list((tmp_path / "tmp").glob("gni-*/philox_noise-*.so"))
+        assert torch.equal(
+            counter_normals_cpu(KEYS, STARTS, 99, library), counter_normals_cpu(KEYS, STARTS, 99, library, 1)
+        )
+    finally:
         counter_noise_cpu._library.cache_clear()
 
 
