@@ -66,7 +66,8 @@ def close_worker_context() -> None:
 
 
 def warm_up() -> None:
-    """Load what a batch needs (torch, the engine, matplotlib) and connect, before taking work.
+    """Load what a batch needs (torch, the engine, its CPU noise kernel, matplotlib) and connect,
+    before taking work.
 
     Called in each worker child after the fork, so that the first message is not kept waiting
     (the imports alone take seconds). Not reaching the database here is not an error: the first
@@ -74,6 +75,9 @@ def warm_up() -> None:
     """
     import gni_engine.execution  # noqa: F401  (torch: after the fork, see the package docstring)
     import gni_engine.figures  # noqa: F401  (matplotlib)
+    from gni_engine.counter_noise import cpu_kernels
+
+    cpu_kernels()  # the CPU noise kernel: compiled once per machine (seconds), loaded and checked
 
     context = worker_context()
     try:
