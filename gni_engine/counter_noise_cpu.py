@@ -10,9 +10,9 @@ counter alone, so the thread count changes no bit).
 
 The C file is compiled on first use with the machine's C compiler (``$CC``, else ``cc``) into a
 cache folder (``$GNI_CACHE_DIR``, else ``$XDG_CACHE_HOME/gni``, else ``~/.cache/gni``; the system's
-temporary folder where that is not writable), named by the
-hash of the source and the flags, written atomically so that concurrent workers can share it; it
-holds AVX-512, AVX2 and baseline clones and picks one at load time. The values are bit-identical
+temporary folder where that is not writable), named by the hash of the source, compiler, flags and
+architecture, and written atomically so that concurrent workers can share it; on x86-64 it holds
+AVX-512, AVX2 and baseline clones and picks one at load time. The values are bit-identical
 whichever clone runs, and agree with :func:`gni_engine.counter_noise.counter_normals` to float32
 rounding of log, cos and sin (the integer words are exact). Where no compiler or no writable folder
 exists, :func:`cpu_kernels` returns ``None`` and training keeps the per-run generators.
@@ -25,6 +25,7 @@ import functools
 import hashlib
 import logging
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,8 @@ def build_library(extra_flags: tuple[str, ...] = (), folder: Path | None = None)
     cc = compiler()
     if shutil.which(cc) is None:
         raise RuntimeError(f"no C compiler {cc!r} on PATH (set CC)")
-    digest = hashlib.sha256("\0".join((source, cc, *flags, sys.platform)).encode()).hexdigest()[:16]
+    identity = (source, cc, *flags, sys.platform, platform.machine())  # a shared cache may span machines
+    digest = hashlib.sha256("\0".join(identity).encode()).hexdigest()[:16]
     folder = folder or cache_dir()
     target = folder / f"philox_noise-{digest}.so"
     if target.exists():
