@@ -239,16 +239,16 @@ def gpu_kernels() -> CounterKernels | None:
 
 def cpu_kernels() -> CounterKernels | None:
     """The compiled CPU kernel (:mod:`gni_engine.counter_noise_cpu`), or ``None`` where it cannot be
-    built (no C compiler, no writable cache folder) or disagrees with the definition. Bias and
-    activation stay in the network: on the CPU the GEMM adds the bias (``baddbmm``) for free.
-    Probed once per process, with a warning on failure."""
+    built (no C compiler) or disagrees with the definition. Like the GPU's, it applies a hidden
+    layer's bias, ReLU and noise in one pass after the matrix product. Probed once per process, with
+    a warning on failure."""
     return _probe_cpu()
 
 
 @functools.cache
 def _probe_cpu() -> CounterKernels | None:
     try:
-        from gni_engine.counter_noise_cpu import compare_with_reference, inject_cpu
+        from gni_engine.counter_noise_cpu import activate_cpu, compare_with_reference, inject_cpu
 
         differences = compare_with_reference()
         if max(differences.values()) > 1e-5:
@@ -256,7 +256,7 @@ def _probe_cpu() -> CounterKernels | None:
     except Exception as error:  # a missing or failing compiler, a read-only cache, a wrong result
         log.warning("counter-noise CPU kernel unusable (%s); training noise uses per-run generators", error)
         return None
-    return CounterKernels(inject_cpu, None, "philox-counter/cpu")
+    return CounterKernels(inject_cpu, activate_cpu, "philox-counter/cpu")
 
 
 @functools.cache

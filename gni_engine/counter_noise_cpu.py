@@ -119,17 +119,17 @@ class NoiseLibrary:
         self.lib = ctypes.CDLL(str(path))
         self.lib.gni_normals_f32.argtypes = [_VOID_P, _VOID_P, _I64, _I64, _VOID_P, ctypes.c_int]
         self.lib.gni_normals_f32.restype = None
-        for name in ("gni_inject_f32", "gni_inject_f64"):
-            function = getattr(self.lib, name)
-            function.argtypes = [_VOID_P] * 6 + [
-                _I64,
-                ctypes.c_double,
-                _I64,
-                _I64,
-                ctypes.c_int,
-                ctypes.c_int,
-            ]
-            function.restype = None
+        ints = [ctypes.c_int] * 4
+        signatures = {  # pointers; offset, sign; runs, values per run (, features); flags, threads
+            "gni_inject": [_VOID_P] * 6 + [_I64, ctypes.c_double, _I64, _I64] + ints[:2],
+            "gni_activate": [_VOID_P] * 7 + [_I64, ctypes.c_double, _I64, _I64, _I64] + ints,
+            "gni_activate_grad": [_VOID_P] * 7 + [_I64, ctypes.c_double, _I64, _I64, _I64] + ints[:3],
+        }
+        for stem, argtypes in signatures.items():
+            for suffix in ("f32", "f64"):
+                function = getattr(self.lib, f"{stem}_{suffix}")
+                function.argtypes = argtypes
+                function.restype = None
         self.shares_torch_threads = bool(before) and _openmp_runtimes() == before
         if not self.shares_torch_threads and _openmp_runtimes() - before:
             log.warning("the CPU noise kernel loaded its own OpenMP runtime; it will draw on one thread")
@@ -174,7 +174,7 @@ def counter_normals_cpu(
     return out
 
 
-_INJECT = {torch.float32: "gni_inject_f32", torch.float64: "gni_inject_f64"}
+_SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
 class _Inject(torch.autograd.Function):
@@ -196,7 +196,7 @@ class _Inject(torch.autograd.Function):
         h_c = h.contiguous()
         out = torch.empty_like(h_c)
         library = _library()
-        getattr(library.lib, _INJECT[h.dtype])(
+        getattr(library.lib, f"gni_inject_{_SUFFIX[h.dtype]}")(
             h_c.data_ptr(),
             out.data_ptr(),
             a.data_ptr(),
@@ -238,7 +238,7 @@ def inject_cpu(
 ) -> torch.Tensor:
     """h + s ε (a + m h) in one compiled pass, for float32 and float64 h on the CPU (other dtypes
     take the torch definition). a, m: (E,); keys, starts: (E,) int64 (``CounterStreams``)."""
-    if h.dtype not in _INJECT or h.device.type != "cpu":
+    if h.dtype not in _SUFFIX or h.device.type != "cpu":
         from gni_engine.counter_noise import inject_reference
 
         return inject_reference(h, additive, multiplicative, keys, starts + point_offset, sign)
@@ -253,11 +253,136 @@ def inject_cpu(
     return out
 
 
+class _Activate(torch.autograd.Function):
+    """φ(z + b) + s ε (a + m φ(z + b)) for a hidden layer (φ = ReLU or identity, b (E, 1, d) or
+    ``None``). Backward: g φ'(z + b) (1 + s m ε), ε regenerated only for multiplicative noise, and the
+    bias gradient summed over examples. Once differentiable, like the Triton kernel: R is never
+    differentiated through a noisy pass."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        bias: torch.Tensor | None,
+        relu: bool,
+        a: torch.Tensor,
+        m: torch.Tensor,
+        keys: torch.Tensor,
+        starts: torch.Tensor,
+        offset: int,
+        sign: float,
+        noise: bool,
+        additive_only: bool,
+    ) -> torch.Tensor:
+        z_c = z.contiguous()
+        b_c = bias.contiguous() if bias is not None else None
+        out = torch.empty_like(z_c)
+        library = _library()
+        getattr(library.lib, f"gni_activate_{_SUFFIX[z.dtype]}")(
+            z_c.data_ptr(),
+            b_c.data_ptr() if b_c is not None else None,
+            out.data_ptr(),
+            a.data_ptr(),
+            m.data_ptr(),
+            keys.data_ptr(),
+            starts.data_ptr(),
+            offset,
+            sign,
+            z.shape[0],
+            z[0].numel(),
+            z.shape[-1],
+            relu,
+            noise,
+            additive_only,
+            library.threads(),
+        )
+        ctx.save_for_backward(z_c, b_c, m, keys, starts)
+        ctx.settings = (relu, offset, sign, noise and not additive_only)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, bias, m, keys, starts = ctx.saved_tensors
+        relu, offset, sign, regenerate = ctx.settings
+        if not relu and not regenerate:
+            grad_z = g
+        else:
+            g_c = g.contiguous()
+            grad_z = torch.empty_like(z)
+            library = _library()
+            getattr(library.lib, f"gni_activate_grad_{_SUFFIX[z.dtype]}")(
+                g_c.data_ptr(),
+                z.data_ptr(),
+                bias.data_ptr() if bias is not None else None,
+                grad_z.data_ptr(),
+                m.data_ptr(),
+                keys.data_ptr(),
+                starts.data_ptr(),
+                offset,
+                sign,
+                z.shape[0],
+                z[0].numel(),
+                z.shape[-1],
+                relu,
+                regenerate,
+                library.threads(),
+            )
+        grad_bias = grad_z.sum(1, keepdim=True) if bias is not None and ctx.needs_input_grad[1] else None
+        return grad_z, grad_bias, None, None, None, None, None, None, None, None, None
+
+
+def activate_cpu(
+    z: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str,
+    additive: torch.Tensor,
+    multiplicative: torch.Tensor,
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    point_offset: int,
+    sign: float,
+    noise: bool,
+    multiplicative_anywhere: bool,
+) -> torch.Tensor:
+    """φ(z + b) with its noise in one compiled pass (:func:`gni_engine.counter_noise.reference_activator`
+    is the definition); z (E, N, d), b (E, 1, d) or ``None``, φ = relu or linear."""
+    from gni_engine.counter_noise import FUSED_ACTIVATIONS, reference_activator
+
+    if activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"the fused kernel takes {' or '.join(FUSED_ACTIVATIONS)}, not {activation!r}")
+    if z.dtype not in _SUFFIX or z.device.type != "cpu":
+        return reference_activator(
+            z, bias, activation, additive, multiplicative, keys, starts, point_offset, sign, noise, False
+        )
+    runs = (z.shape[0],)
+    if bias is not None and bias.shape != (runs[0], 1, z.shape[-1]):
+        raise ValueError(f"bias: expected shape ({runs[0]}, 1, {z.shape[-1]}), got {tuple(bias.shape)}")
+    a = additive.to(z.dtype).contiguous()
+    m = multiplicative.to(z.dtype).contiguous()
+    if a.shape != runs or m.shape != runs or keys.shape != runs or starts.shape != runs:
+        raise ValueError(f"scales and streams need one entry per run ({runs[0]})")
+    out: torch.Tensor = _Activate.apply(  # type: ignore[no-untyped-call]
+        z,
+        bias,
+        activation == "relu",
+        a,
+        m,
+        keys,
+        starts,
+        point_offset,
+        sign,
+        noise,
+        not multiplicative_anywhere,
+    )
+    return out
+
+
 def compare_with_reference() -> dict[str, float]:
     """Largest absolute differences between the compiled kernel and the torch definition: the
-    normals (counters crossing 2**32, a length not a multiple of four or of a block) and the
-    injection with its gradient, both signs, both dtypes. Rounding of log, cos and sin gives < 1e-6;
-    a wrong integer word gives O(1)."""
+    normals (counters crossing 2**32, a length not a multiple of four or of a block), the injection
+    with its gradient (both signs, both dtypes) and the fused activation pass. Rounding of log, cos
+    and sin gives < 1e-6; a wrong integer word gives O(1)."""
     from gni_engine.counter_noise import counter_normals, inject_reference
 
     keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
@@ -286,4 +411,46 @@ def compare_with_reference() -> dict[str, float]:
                 tag = f"{str(dtype)[6:]}/{sign:+.0f}/{'mult' if mult else 'add'}"
                 out[f"inject {tag}"] = float((fast - ref).detach().abs().max())
                 out[f"grad {tag}"] = float((fast_grad - ref_grad).abs().max())
+    out.update(_compare_activation(keys, starts))
+    return out
+
+
+def _compare_activation(keys: torch.Tensor, starts: torch.Tensor) -> dict[str, float]:
+    """The fused bias–activation–noise pass against its definition: output and the gradients of z
+    and b, for ReLU and identity, with and without bias, without noise, additive and mixed noise."""
+    from gni_engine.counter_noise import reference_activator
+
+    out: dict[str, float] = {}
+    generator = torch.Generator().manual_seed(1)
+    for dtype in (torch.float64, torch.float32):
+        z = torch.randn(3, 40, 300, dtype=dtype, generator=generator)  # a row crosses a block
+        b = torch.randn(3, 1, 300, dtype=dtype, generator=generator)
+        g = torch.randn(3, 40, 300, dtype=dtype, generator=generator)
+        a = torch.tensor([0.1, 0.0, 0.2], dtype=dtype)
+        for activation in ("relu", "linear"):
+            for bias in (b, None):
+                for noise, m in (("none", None), ("add", [0.0, 0.0, 0.0]), ("mult", [0.0, 0.3, 0.2])):
+                    m_t = torch.tensor(m or [0.0] * 3, dtype=dtype)
+                    results = []
+                    for fn in (reference_activator, activate_cpu):
+                        z_in = z.clone().requires_grad_(True)
+                        b_in = bias.clone().requires_grad_(True) if bias is not None else None
+                        y = fn(
+                            z_in,
+                            b_in,
+                            activation,
+                            a,
+                            m_t,
+                            keys,
+                            starts,
+                            5,
+                            -1.0,
+                            m is not None,
+                            noise == "mult",
+                        )
+                        wrt = [z_in] + ([b_in] if b_in is not None else [])
+                        results.append((y.detach(), *torch.autograd.grad(y, wrt, g)))
+                    tag = f"{str(dtype)[6:]}/{activation}/{'bias' if bias is not None else 'no bias'}/{noise}"
+                    for name, ref, fast in zip(("out", "grad z", "grad b"), *results, strict=False):
+                        out[f"activate {tag} {name}"] = float((fast - ref).abs().max())
     return out

@@ -173,3 +173,87 @@ void gni_normals_f32(const int64_t *keys, const int64_t *starts, int64_t runs, i
 
 DEFINE_INJECT(float, f32)
 DEFINE_INJECT(double, f64)
+
+/* A hidden layer's bias, activation and noise in one pass (the CPU twin of the fused Triton kernel):
+ * y = phi(z + b) + eps s (a + m phi(z + b)), phi = relu or identity, b (E, d) or NULL, values laid out
+ * (example, feature) so that value i has feature i % d; noise == 0 gives phi(z + b) alone. Backward:
+ * gz = g phi'(z + b) (1 + s m eps), eps regenerated only for multiplicative noise (regen). */
+#define DEFINE_ACTIVATE(T, suffix)                                                                       \
+    CLONES static void activate_block_##suffix(const T *z, const T *b, T *y, int64_t first, int64_t d,   \
+                                               int len, int relu, int noise, int additive_only, T ae,     \
+                                               T me, uint64_t key, uint64_t start) {                      \
+        for (int k = 0; k < len;) { /* row segments: feature j .. j + seg - 1 */                          \
+            int64_t j = (first + k) % d;                                                                  \
+            int seg = d - j < len - k ? (int)(d - j) : len - k;                                           \
+            const T *zs = z + k;                                                                          \
+            T *ys = y + k;                                                                                \
+            if (b)                                                                                        \
+                for (int i = 0; i < seg; i++) ys[i] = zs[i] + b[j + i];                                   \
+            else                                                                                          \
+                for (int i = 0; i < seg; i++) ys[i] = zs[i];                                              \
+            if (relu)                                                                                     \
+                for (int i = 0; i < seg; i++) ys[i] = ys[i] < 0 ? (T)0 : ys[i]; /* NaN stays NaN */      \
+            k += seg;                                                                                     \
+        }                                                                                                 \
+        if (!noise) return;                                                                               \
+        float buf[4 * BLOCK];                                                                             \
+        normals_block(key, start, (len + 3) / 4, buf);                                                    \
+        if (additive_only)                                                                                \
+            for (int i = 0; i < len; i++) y[i] = y[i] + (T)buf[i] * ae;                                   \
+        else                                                                                              \
+            for (int i = 0; i < len; i++) y[i] = y[i] + (T)buf[i] * (ae + me * y[i]);                     \
+    }                                                                                                     \
+    CLONES static void activate_grad_block_##suffix(const T *g, const T *z, const T *b, T *gz,            \
+                                                    int64_t first, int64_t d, int len, int relu, int regen, \
+                                                    T me, uint64_t key, uint64_t start) {                 \
+        for (int k = 0; k < len;) {                                                                       \
+            int64_t j = (first + k) % d;                                                                  \
+            int seg = d - j < len - k ? (int)(d - j) : len - k;                                           \
+            if (relu && b)                                                                                \
+                for (int i = 0; i < seg; i++) gz[k + i] = z[k + i] + b[j + i] > 0 ? g[k + i] : (T)0;     \
+            else if (relu)                                                                                \
+                for (int i = 0; i < seg; i++) gz[k + i] = z[k + i] > 0 ? g[k + i] : (T)0;                \
+            else                                                                                          \
+                for (int i = 0; i < seg; i++) gz[k + i] = g[k + i];                                       \
+            k += seg;                                                                                     \
+        }                                                                                                 \
+        if (!regen) return;                                                                               \
+        float buf[4 * BLOCK];                                                                             \
+        normals_block(key, start, (len + 3) / 4, buf);                                                    \
+        for (int i = 0; i < len; i++) gz[i] = gz[i] * (1 + me * (T)buf[i]);                               \
+    }                                                                                                     \
+    void gni_activate_##suffix(const T *z, const T *bias, T *out, const T *a, const T *m,                 \
+                               const int64_t *keys, const int64_t *starts, int64_t offset, double sign,   \
+                               int64_t runs, int64_t n, int64_t d, int relu, int noise, int additive_only, \
+                               int threads) {                                                             \
+        (void)threads;                                                                                    \
+        int64_t blocks = (n + 4 * BLOCK - 1) / (4 * BLOCK), total = runs * blocks;                        \
+        _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1 && total > 1)")  \
+        for (int64_t t = 0; t < total; t++) {                                                             \
+            int64_t e = t / blocks, i0 = (t % blocks) * 4 * BLOCK;                                        \
+            int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;                                     \
+            uint64_t start = (uint64_t)starts[e] + (uint64_t)offset + (uint64_t)(i0 / 4);                 \
+            activate_block_##suffix(z + e * n + i0, bias ? bias + e * d : 0, out + e * n + i0, i0, d, len, \
+                                    relu, noise, additive_only, a[e] * (T)sign, m[e] * (T)sign,           \
+                                    (uint64_t)keys[e], start);                                            \
+        }                                                                                                 \
+    }                                                                                                     \
+    void gni_activate_grad_##suffix(const T *g, const T *z, const T *bias, T *gz, const T *m,             \
+                                    const int64_t *keys, const int64_t *starts, int64_t offset,           \
+                                    double sign, int64_t runs, int64_t n, int64_t d, int relu, int regen, \
+                                    int threads) {                                                        \
+        (void)threads;                                                                                    \
+        int64_t blocks = (n + 4 * BLOCK - 1) / (4 * BLOCK), total = runs * blocks;                        \
+        _Pragma("omp parallel for schedule(static) num_threads(threads) if (threads > 1 && total > 1)")  \
+        for (int64_t t = 0; t < total; t++) {                                                             \
+            int64_t e = t / blocks, i0 = (t % blocks) * 4 * BLOCK;                                        \
+            int len = n - i0 < 4 * BLOCK ? (int)(n - i0) : 4 * BLOCK;                                     \
+            uint64_t start = (uint64_t)starts[e] + (uint64_t)offset + (uint64_t)(i0 / 4);                 \
+            activate_grad_block_##suffix(g + e * n + i0, z + e * n + i0, bias ? bias + e * d : 0,         \
+                                         gz + e * n + i0, i0, d, len, relu, regen, m[e] * (T)sign,        \
+                                         (uint64_t)keys[e], start);                                       \
+        }                                                                                                 \
+    }
+
+DEFINE_ACTIVATE(float, f32)
+DEFINE_ACTIVATE(double, f64)

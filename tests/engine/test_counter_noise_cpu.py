@@ -15,6 +15,7 @@ from gni_engine import counter_noise, counter_noise_cpu
 from gni_engine.counter_noise import MASK32, counter_normals, philox4x32
 from gni_engine.counter_noise_cpu import (
     NoiseLibrary,
+    activate_cpu,
     build_library,
     compare_with_reference,
     counter_normals_cpu,
@@ -67,8 +68,12 @@ def test_the_kernel_equals_the_float64_stream_to_float32_rounding() -> None:
 
 def test_the_kernel_equals_the_torch_definition() -> None:
     differences = compare_with_reference()
-    assert len(differences) == 17  # normals, then inject and gradient × 2 dtypes × 2 signs × 2 kinds
-    assert max(differences.values()) < 1e-6, differences
+    # normals; injection and its gradient × 2 dtypes × 2 signs × 2 kinds; the fused activation pass:
+    # 2 dtypes × 2 activations × 3 noise modes × (output, grad z, grad b with bias; 2 without)
+    assert len(differences) == 1 + 16 + 2 * 2 * 3 * (3 + 2)
+    fp64 = {k: v for k, v in differences.items() if "float32" not in k}
+    assert max(fp64.values()) < 1e-6, fp64  # the float32 normals' rounding, nothing else
+    assert max(differences.values()) < 5e-6, differences  # float32: sums over 40 examples
     n = 4_099
     assert torch.equal(  # a run's stream does not depend on the batch
         counter_normals_cpu(KEYS, STARTS, n)[1], counter_normals_cpu(KEYS[1:], STARTS[1:], n)[0]
@@ -175,6 +180,39 @@ def test_the_multiplicative_gradient_is_exact_and_itself_differentiable() -> Non
 
     assert torch.autograd.gradcheck(noisy, (h,))
     assert torch.autograd.gradgradcheck(noisy, (h,))
+
+
+def test_the_fused_activation_keeps_a_nan_and_trains_like_separate_steps() -> None:
+    """A NaN in z reaches the output (divergence must reach the loss); and ReLU networks train the
+    same weights with bias, ReLU and noise fused as with baddbmm, ReLU and the injection (fp64)."""
+    z = torch.zeros(2, 3, 4, dtype=torch.float64)
+    z[1, 2, 3] = float("nan")
+    args = (torch.tensor([0.1, 0.1], dtype=torch.float64), torch.zeros(2, dtype=torch.float64), KEYS, STARTS)
+    y = activate_cpu(z, None, "relu", *args, 0, 1.0, True, False)
+    assert torch.isnan(y[1, 2, 3]) and int(torch.isnan(y).sum()) == 1
+    with pytest.raises(ValueError, match="not 'tanh'"):
+        activate_cpu(z, None, "tanh", *args, 0, 1.0, True, False)
+    with pytest.raises(ValueError, match=r"bias: expected shape \(2, 1, 4\)"):
+        activate_cpu(z, torch.zeros(2, 4, dtype=torch.float64), "relu", *args, 0, 1.0, True, False)
+    specs = [
+        parse_run_spec(
+            {
+                "model": {"hidden": [300, 20], "activation": "relu"},  # a row of 300 crosses a block
+                "noise": {"sigma": 0.2, "kind": kind},
+                "training": {"mode": "gni", "steps": 15, "lr": 0.01},
+                "execution": {"precision": "fp64"},
+                "seed": seed,
+            }
+        )
+        for seed, kind in enumerate(("additive", "multiplicative"))
+    ]
+    fused = BatchTrainer(specs)
+    separate = BatchTrainer(specs)
+    assert fused.fuse_activation and fused.noise_stream == "philox-counter/cpu"
+    separate.fuse_activation = False
+    for a, b in zip(fused.run(), separate.run(), strict=True):
+        for k, w in b.weights.items():
+            torch.testing.assert_close(a.weights[k], w, rtol=1e-10, atol=1e-12)
 
 
 def test_bad_streams_are_named() -> None:
