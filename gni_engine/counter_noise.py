@@ -214,11 +214,10 @@ def reference_activator(
 @dataclass(frozen=True)
 class CounterKernels:
     """How counter noise is applied: to a value (``inject``) or fused with bias and activation
-    (``activate``, for the hidden layers of MLPs; ``None`` where no fused kernel exists and the
-    network applies bias and activation itself), and the name results record."""
+    (``activate``, for the hidden layers of MLPs), and the name results record."""
 
     inject: Injector
-    activate: Activator | None
+    activate: Activator
     label: str
 
 
@@ -323,13 +322,10 @@ class CounterNoiseSampler:
     def activate(self, sign: float = 1.0) -> Activate:
         """Bias, activation and point k's noise in one step (``StackedMLP.forward``'s ``activate``)."""
         plan = self.plan
-        fused = self.kernels.activate
-        if fused is None:
-            raise ValueError(f"the {self.kernels.label} kernels have no fused activation")
 
         def apply(k: int, z: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
             additive, multiplicative = plan.columns(k)
-            return fused(
+            return self.kernels.activate(
                 z,
                 bias,
                 activation,

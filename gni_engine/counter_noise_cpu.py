@@ -4,7 +4,9 @@ A forward pass of the spectral-bias network (200 points, five hidden layers of 2
 normals: with ``torch.Generator`` (a serial Mersenne Twister) that was about a third of a training
 step. ``csrc/philox_noise.c`` computes the same counter stream as the torch definition
 (Philox4x32-10, then Box–Muller on 24-bit uniforms), a block of counters per vector loop, and adds
-it to the activations in the same pass: h + s ε (a + m h) without materialising ε. Blocks of
+it to the activations in the same pass: h + s ε (a + m h) without materialising ε — for a hidden
+layer together with its bias and ReLU, after a bias-free ``bmm`` (the CPU twin of
+:mod:`gni_engine.counter_activation_triton`). Blocks of
 counters run on PyTorch's OpenMP threads where its runtime is GNU's (each value depends on its
 counter alone, so the thread count changes no bit).
 
@@ -14,8 +16,8 @@ temporary folder where that is not writable), named by the hash of the source, c
 architecture, and written atomically so that concurrent workers can share it; on x86-64 it holds
 AVX-512, AVX2 and baseline clones and picks one at load time. The values are bit-identical
 whichever clone runs, and agree with :func:`gni_engine.counter_noise.counter_normals` to float32
-rounding of log, cos and sin (the integer words are exact). Where no compiler or no writable folder
-exists, :func:`cpu_kernels` returns ``None`` and training keeps the per-run generators.
+rounding of log, cos and sin (the integer words are exact). Where no compiler exists,
+:func:`gni_engine.counter_noise.cpu_kernels` returns ``None`` and training keeps the per-run generators.
 """
 
 from __future__ import annotations
@@ -177,6 +179,22 @@ def counter_normals_cpu(
 _SUFFIX = {torch.float32: "f32", torch.float64: "f64"}
 
 
+def _run_scales(
+    additive: torch.Tensor,
+    multiplicative: torch.Tensor,
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    h: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """a and m in h's dtype, contiguous, after checking that scales and streams have one entry per run."""
+    a = additive.to(h.dtype).contiguous()
+    m = multiplicative.to(h.dtype).contiguous()
+    runs = (h.shape[0],)
+    if a.shape != runs or m.shape != runs or keys.shape != runs or starts.shape != runs:
+        raise ValueError(f"scales and streams need one entry per run ({runs[0]})")
+    return a, m
+
+
 class _Inject(torch.autograd.Function):
     """h + s ε (a + m h). The input gradient g (1 + s m ε) regenerates ε and is written with torch
     operations, so that it is itself differentiable (double backward)."""
@@ -242,11 +260,7 @@ def inject_cpu(
         from gni_engine.counter_noise import inject_reference
 
         return inject_reference(h, additive, multiplicative, keys, starts + point_offset, sign)
-    a = additive.to(h.dtype).contiguous()
-    m = multiplicative.to(h.dtype).contiguous()
-    runs = (h.shape[0],)
-    if a.shape != runs or m.shape != runs or keys.shape != runs or starts.shape != runs:
-        raise ValueError(f"scales and streams need one entry per run ({runs[0]})")
+    a, m = _run_scales(additive, multiplicative, keys, starts, h)
     out: torch.Tensor = _Inject.apply(  # type: ignore[no-untyped-call]
         h, a, m, keys, starts, point_offset, sign, not multiplicative_anywhere
     )
@@ -355,13 +369,9 @@ def activate_cpu(
         return reference_activator(
             z, bias, activation, additive, multiplicative, keys, starts, point_offset, sign, noise, False
         )
-    runs = (z.shape[0],)
-    if bias is not None and bias.shape != (runs[0], 1, z.shape[-1]):
-        raise ValueError(f"bias: expected shape ({runs[0]}, 1, {z.shape[-1]}), got {tuple(bias.shape)}")
-    a = additive.to(z.dtype).contiguous()
-    m = multiplicative.to(z.dtype).contiguous()
-    if a.shape != runs or m.shape != runs or keys.shape != runs or starts.shape != runs:
-        raise ValueError(f"scales and streams need one entry per run ({runs[0]})")
+    if bias is not None and bias.shape != (z.shape[0], 1, z.shape[-1]):
+        raise ValueError(f"bias: expected shape ({z.shape[0]}, 1, {z.shape[-1]}), got {tuple(bias.shape)}")
+    a, m = _run_scales(additive, multiplicative, keys, starts, z)
     out: torch.Tensor = _Activate.apply(  # type: ignore[no-untyped-call]
         z,
         bias,

@@ -233,7 +233,6 @@ class BatchTrainer:
         # hidden layers' bias, activation and noise in one kernel (counter noise, MLPs)
         self.fuse_activation = (
             self.counter_kernels is not None
-            and self.counter_kernels.activate is not None
             and isinstance(self.net, StackedMLP)
             and self.net.activation in FUSED_ACTIVATIONS
         )
