@@ -124,8 +124,8 @@ class NoiseLibrary:
         ints = [ctypes.c_int] * 4
         signatures = {  # pointers; offset, sign; runs, values per run (, features); flags, threads
             "gni_inject": [_VOID_P] * 6 + [_I64, ctypes.c_double, _I64, _I64] + ints[:2],
-            "gni_activate": [_VOID_P] * 7 + [_I64, ctypes.c_double, _I64, _I64, _I64] + ints,
-            "gni_activate_grad": [_VOID_P] * 7 + [_I64, ctypes.c_double, _I64, _I64, _I64] + ints[:3],
+            "gni_activate": [_VOID_P] * 8 + [_I64, ctypes.c_double, _I64, _I64, _I64] + ints,
+            "gni_activate_grad": [_VOID_P] * 6 + [_I64, ctypes.c_double, _I64, _I64] + ints[:2],
         }
         for stem, argtypes in signatures.items():
             for suffix in ("f32", "f64"):
@@ -270,8 +270,9 @@ def inject_cpu(
 class _Activate(torch.autograd.Function):
     """φ(z + b) + s ε (a + m φ(z + b)) for a hidden layer (φ = ReLU or identity, b (E, 1, d) or
     ``None``). Backward: g φ'(z + b) (1 + s m ε), ε regenerated only for multiplicative noise, and the
-    bias gradient summed over examples. Once differentiable, like the Triton kernel: R is never
-    differentiated through a noisy pass."""
+    bias gradient summed over examples. For ReLU the forward keeps only the byte mask z + b > 0 for
+    the backward, so z itself is freed as soon as the layer is done. Once differentiable, like the
+    Triton kernel: R is never differentiated through a noisy pass."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -291,11 +292,13 @@ class _Activate(torch.autograd.Function):
         z_c = z.contiguous()
         b_c = bias.contiguous() if bias is not None else None
         out = torch.empty_like(z_c)
+        mask = torch.empty(z_c.shape, dtype=torch.uint8) if relu else None
         library = _library()
         getattr(library.lib, f"gni_activate_{_SUFFIX[z.dtype]}")(
             z_c.data_ptr(),
             b_c.data_ptr() if b_c is not None else None,
             out.data_ptr(),
+            mask.data_ptr() if mask is not None else None,
             a.data_ptr(),
             m.data_ptr(),
             keys.data_ptr(),
@@ -310,39 +313,36 @@ class _Activate(torch.autograd.Function):
             additive_only,
             library.threads(),
         )
-        ctx.save_for_backward(z_c, b_c, m, keys, starts)
-        ctx.settings = (relu, offset, sign, noise and not additive_only)
+        ctx.save_for_backward(mask, m, keys, starts)
+        ctx.settings = (offset, sign, noise and not additive_only, bias is not None)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        z, bias, m, keys, starts = ctx.saved_tensors
-        relu, offset, sign, regenerate = ctx.settings
-        if not relu and not regenerate:
+        mask, m, keys, starts = ctx.saved_tensors
+        offset, sign, regenerate, has_bias = ctx.settings
+        if mask is None and not regenerate:
             grad_z = g
         else:
             g_c = g.contiguous()
-            grad_z = torch.empty_like(z)
+            grad_z = torch.empty_like(g_c)
             library = _library()
-            getattr(library.lib, f"gni_activate_grad_{_SUFFIX[z.dtype]}")(
+            getattr(library.lib, f"gni_activate_grad_{_SUFFIX[g.dtype]}")(
                 g_c.data_ptr(),
-                z.data_ptr(),
-                bias.data_ptr() if bias is not None else None,
+                mask.data_ptr() if mask is not None else None,
                 grad_z.data_ptr(),
                 m.data_ptr(),
                 keys.data_ptr(),
                 starts.data_ptr(),
                 offset,
                 sign,
-                z.shape[0],
-                z[0].numel(),
-                z.shape[-1],
-                relu,
+                g.shape[0],
+                g[0].numel(),
                 regenerate,
                 library.threads(),
             )
-        grad_bias = grad_z.sum(1, keepdim=True) if bias is not None and ctx.needs_input_grad[1] else None
+        grad_bias = grad_z.sum(1, keepdim=True) if has_bias and ctx.needs_input_grad[1] else None
         return grad_z, grad_bias, None, None, None, None, None, None, None, None, None
 
 
