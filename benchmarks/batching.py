@@ -60,12 +60,14 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-NOISE_STREAMS: set[str] = set()  # which noise streams the timed trainers used
+def training_noise(trainer: BatchTrainer) -> str:
+    """The stream a trainer draws its training noise from ("none" when the mode draws none)."""
+    return trainer.noise_stream if trainer.needs_noise else "none"
 
 
-def time_training(specs: list[RunSpec]) -> float:
+def time_training(specs: list[RunSpec], streams: set[str]) -> float:
     trainer = BatchTrainer(specs)
-    NOISE_STREAMS.add(trainer.noise_stream)
+    streams.add(training_noise(trainer))
     _sync()
     start = time.perf_counter()
     trainer.run()
@@ -81,9 +83,10 @@ def flops_per_run(args: argparse.Namespace) -> float:
 
 def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     specs = sweep(args, mode)
-    time_training(specs[:1])  # warm-up (allocator, kernels)
-    seq = sum(time_training([s]) for s in specs[: args.seq_runs])
-    stacked = time_training(specs)
+    streams: set[str] = set()  # which noise streams this mode's timed trainers used
+    time_training(specs[:1], streams)  # warm-up (allocator, kernels)
+    seq = sum(time_training([s], streams) for s in specs[: args.seq_runs])
+    stacked = time_training(specs, streams)
     seq_rate = args.seq_runs / seq
     stacked_rate = args.runs / stacked
     flops = flops_per_run(args)
@@ -93,7 +96,7 @@ def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         "stacked_runs_per_s": stacked_rate,
         "speedup": stacked_rate / seq_rate,
         "stacked_tflops": flops * stacked_rate / 1e12,
-        "noise_streams": sorted(NOISE_STREAMS),
+        "noise_streams": sorted(streams),
         "sequential_seconds": seq,
         "stacked_seconds": stacked,
     }
@@ -108,7 +111,6 @@ def measure_interleaved(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     specs = sweep(args, mode)
     stacked = BatchTrainer(specs)
     alone = [BatchTrainer([s]) for s in specs[: args.seq_runs]]
-    NOISE_STREAMS.add(stacked.noise_stream)
 
     alone_steps = max(1, args.round_steps * len(specs) // 2)
 
