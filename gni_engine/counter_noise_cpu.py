@@ -72,12 +72,22 @@ def _openmp_runtimes() -> set[str]:
     }
 
 
+@functools.cache
+def _is_clang(cc: str) -> bool:
+    try:
+        done = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return "clang" in done.stdout.lower()
+
+
 def openmp_flags() -> tuple[str, ...]:
     """``-fopenmp`` where PyTorch's OpenMP runtime is GNU's (``libgomp.so.1``, already loaded): the
     library then binds to that same runtime and its blocks run on PyTorch's threads, which are awake
-    right after the preceding matrix product. Elsewhere (another runtime, no /proc) none: one thread."""
+    right after the preceding matrix product (``-fopenmp=libgomp`` for clang, whose own default is
+    LLVM's runtime). Elsewhere (another runtime, no /proc) none: one thread."""
     if any(Path(path).name == "libgomp.so.1" for path in _openmp_runtimes()):
-        return ("-fopenmp",)
+        return ("-fopenmp=libgomp",) if _is_clang(compiler()) else ("-fopenmp",)
     return ()
 
 
@@ -144,12 +154,25 @@ class NoiseLibrary:
 def _library() -> NoiseLibrary:
     flags = openmp_flags()
     try:
-        path = build_library(flags)
+        return NoiseLibrary(_build_with_or_without(flags))
     except OSError as error:  # a read-only or missing home: the system's temporary folder instead
         fallback = Path(tempfile.gettempdir()) / f"gni-{os.getuid()}"
         log.info("cache folder unusable (%s); building the CPU noise kernel in %s", error, fallback)
-        path = build_library(flags, folder=fallback)
-    return NoiseLibrary(path)
+        return NoiseLibrary(_build_with_or_without(flags, fallback))
+
+
+def _build_with_or_without(openmp: tuple[str, ...], folder: Path | None = None) -> Path:
+    """Build with the OpenMP flags; where the compiler cannot (no OpenMP support or runtime to link),
+    without them: the kernel then draws on one thread."""
+    try:
+        return build_library(openmp, folder=folder)
+    except RuntimeError as error:
+        if not openmp or "no C compiler" in str(error):
+            raise
+        log.warning(
+            "the CPU noise kernel did not build with %s (%s); building it for one thread", openmp, error
+        )
+        return build_library(folder=folder)
 
 
 def _check_rows(keys: torch.Tensor, starts: torch.Tensor, runs: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import platform
+import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -174,6 +175,53 @@ def test_an_unwritable_cache_folder_falls_back_to_the_temporary_folder(
         )
     finally:
         counter_noise_cpu._library.cache_clear()
+
+
+def test_a_compiler_without_openmp_builds_the_kernel_for_one_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compiler that cannot build with OpenMP (clang without LLVM's runtime, say) still gives the
+    kernel: built again without the flag, drawing on one thread, the same numbers."""
+    real_cc = shutil.which("cc")
+    assert real_cc is not None
+    wrapper = tmp_path / "cc-without-openmp"
+    wrapper.write_text(
+        '#!/bin/sh\nfor a in "$@"; do\n'
+        '  case "$a" in -fopenmp*) echo "no OpenMP here" >&2; exit 1;; esac\n'
+        f'done\nexec {real_cc} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CC", str(wrapper))
+    monkeypatch.setenv("GNI_CACHE_DIR", str(tmp_path / "cache"))
+    counter_noise_cpu._library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="gni_engine.counter_noise_cpu"):
+            library = counter_noise_cpu._library()
+        assert "did not build with ('-fopenmp',)" in caplog.text and "no OpenMP here" in caplog.text
+        monkeypatch.setenv("CC", real_cc)
+        with_openmp = NoiseLibrary(build_library(openmp_flags(), folder=tmp_path / "cache"))
+        assert torch.equal(
+            counter_normals_cpu(KEYS, STARTS, 5000, library),
+            counter_normals_cpu(KEYS, STARTS, 5000, with_openmp),
+        )
+    finally:
+        counter_noise_cpu._library.cache_clear()
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed")
+def test_clang_binds_to_pytorchs_openmp_and_draws_the_same_numbers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CC", "clang")
+    flags = openmp_flags()
+    assert flags in {(), ("-fopenmp=libgomp",)}  # LLVM's default runtime would be a second one
+    clang = NoiseLibrary(build_library(flags, folder=tmp_path))
+    assert clang.shares_torch_threads
+    monkeypatch.setenv("CC", "cc")
+    gcc = NoiseLibrary(build_library(openmp_flags(), folder=tmp_path))
+    assert torch.equal(
+        counter_normals_cpu(KEYS, STARTS, 10_007, clang), counter_normals_cpu(KEYS, STARTS, 10_007, gcc)
+    )
 
 
 def test_the_multiplicative_gradient_is_exact_and_itself_differentiable() -> None:
