@@ -19,6 +19,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("spec", nargs="?", help="run or sweep spec file (.yaml/.yml/.json)")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--no-batch", action="store_true", help="train runs one by one instead of stacked")
+    parser.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="skip each run's figures (1-2 s of drawing a run: in a large sweep more than the training)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--preset",
@@ -42,13 +47,17 @@ def handle_run(args: argparse.Namespace) -> int:
     if args.preset is not None:
         if args.spec is not None:
             raise SpecError("give a spec file or --preset NAME, not both")
+        if args.no_figures:
+            raise SpecError("--no-figures goes with a spec file: a preset's figures are its result")
         return run_preset_to_folder(args)
     if args.steps is not None or args.seeds is not None:
         raise SpecError("--steps and --seeds go with --preset")
     if args.spec is None:
         raise SpecError("give a spec file (or --preset NAME)")
     sweep = load_spec_file(args.spec)
-    return run_sweep_to_folder(sweep, args.out, batch=not args.no_batch, quiet=args.quiet)
+    return run_sweep_to_folder(
+        sweep, args.out, batch=not args.no_batch, quiet=args.quiet, figures=not args.no_figures
+    )
 
 
 def run_preset_to_folder(args: argparse.Namespace) -> int:
@@ -71,7 +80,7 @@ def run_preset_to_folder(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
-def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool) -> int:
+def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool, figures: bool = True) -> int:
     """Expand, train and write every run of ``sweep`` under ``out``; print a summary table."""
     from gni_engine.execution import execute_runs
     from gni_engine.sweep import expand_sweep
@@ -85,7 +94,7 @@ def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool) -> i
     specs = [spec for _, spec in runs]
     progress = _Progress(sum(s.training.steps for s in specs), quiet=quiet)
     try:
-        outcomes = execute_runs(specs, out_dirs, progress, batch=batch)
+        outcomes = execute_runs(specs, out_dirs, progress, batch=batch, figures=figures)
     finally:
         progress.close()
     if not single:

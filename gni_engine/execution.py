@@ -233,11 +233,13 @@ def execute_runs(
     *,
     batch: bool = True,
     checkpoints: RunCheckpoints | None = None,
+    figures: bool = True,
 ) -> list[RunOutcome]:
     """Train every run (stacked in batches unless ``batch`` is false) and write its files.
 
     With ``checkpoints``, each batch resumes from its runs' last checkpoints when it can (see
-    :class:`RunCheckpoints`) and saves new ones as it trains.
+    :class:`RunCheckpoints`) and saves new ones as it trains. ``figures=False`` skips each run's
+    figures (a second or two of drawing a run, often more than its training in a large sweep).
     """
     if len(specs) != len(out_dirs):
         raise ValueError(f"{len(specs)} specs but {len(out_dirs)} output folders")
@@ -247,7 +249,7 @@ def execute_runs(
         for i in indices:
             if hooks is not None:
                 hooks.on_start(i)
-        outcomes.update(_execute_batch(specs, out_dirs, indices, hooks, checkpoints))
+        outcomes.update(_execute_batch(specs, out_dirs, indices, hooks, checkpoints, figures=figures))
     return [outcomes[i] for i in range(len(specs))]
 
 
@@ -342,6 +344,8 @@ def _execute_batch(
     indices: Sequence[int],
     hooks: RunHooks | None,
     checkpoints: RunCheckpoints | None = None,
+    *,
+    figures: bool = True,
 ) -> dict[int, RunOutcome]:
     try:
         trainer = BatchTrainer([specs[i] for i in indices], callbacks=_BatchHooks(hooks, indices))
@@ -357,7 +361,7 @@ def _execute_batch(
     out: dict[int, RunOutcome] = {}
     for e, (i, state) in enumerate(zip(indices, states, strict=True)):
         files = write_run_files(state, out_dirs[i], label=os.path.basename(out_dirs[i]))
-        if state.status == "succeeded":
+        if state.status == "succeeded" and figures:
             files.update(_figures(state, trainer, e, out_dirs[i]))
         status: Literal["succeeded", "failed", "cancelled"] = (
             "succeeded"

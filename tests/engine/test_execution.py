@@ -91,6 +91,26 @@ def test_gni_run_command_sweep_and_no_batch_agree(tmp_path: Path, capsys):
         assert x["summary"]["batch_runs"] == 4 and y["summary"]["batch_runs"] == 1
 
 
+def test_gni_run_without_figures_writes_everything_else(tmp_path: Path, capsys):
+    spec_file = tmp_path / "run.yaml"
+    spec_file.write_text(
+        "data: {n_points: 32, frequencies: [1, 2]}\nmodel: {hidden: [5]}\ntraining: {steps: 5}\n"
+        "analyses: {record_every: 5, noise_gap_samples: 2}\n"
+    )
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "with"), "--quiet"]) == 0
+    assert main(["run", str(spec_file), "--out", str(tmp_path / "without"), "--quiet", "--no-figures"]) == 0
+    with_figures = {p.relative_to(tmp_path / "with") for p in (tmp_path / "with").rglob("*") if p.is_file()}
+    without = {p.relative_to(tmp_path / "without") for p in (tmp_path / "without").rglob("*") if p.is_file()}
+    assert {p for p in with_figures if p.parts[0] == "figures"}  # the loss curves at least
+    assert without == {p for p in with_figures if p.parts[0] != "figures"}
+    a = json.loads((tmp_path / "with" / "results.json").read_text())["summary"]
+    b = json.loads((tmp_path / "without" / "results.json").read_text())["summary"]
+    assert a["train_loss"] == b["train_loss"]
+    capsys.readouterr()
+    assert main(["run", "--preset", "spectral-bias", "--out", str(tmp_path / "p"), "--no-figures"]) == 2
+    assert "--no-figures goes with a spec file" in capsys.readouterr().err
+
+
 def test_gni_run_rejects_a_bad_spec_without_traceback(tmp_path: Path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"model": {"hidden": [4, -1]}, "noise": {"sigma": -0.5}}))
