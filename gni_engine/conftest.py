@@ -3,5 +3,7 @@
 import importlib.util
 
 collect_ignore: list[str] = (
-    [] if importlib.util.find_spec("triton") else ["counter_noise_triton.py", "counter_activation_triton.py"]
+    []
+    if importlib.util.find_spec("triton")
+    else ["counter_noise_triton.py", "counter_activation_triton.py", "fused_linear_triton.py"]
 )

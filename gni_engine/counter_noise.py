@@ -223,6 +223,36 @@ class CounterKernels:
 
 REFERENCE_KERNELS = CounterKernels(reference_injector, reference_activator, "philox-counter")
 
+LinearActivator = Callable[
+    [
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor | None,
+        str,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        int,
+        float,
+        bool,
+        bool,
+        str,
+    ],
+    torch.Tensor,
+]
+
+
+@dataclass(frozen=True)
+class FusedLinear:
+    """A hidden layer's matrix product, bias, activation and noise as one kernel
+    (:mod:`gni_engine.fused_linear_triton`): ``applies(h, w, activation)`` says whether it computes a
+    layer, ``apply`` takes :data:`LinearActivator`'s arguments (the activator's, with h and W in place
+    of z, and the run's precision last)."""
+
+    applies: Callable[[torch.Tensor, torch.Tensor, str], bool]
+    apply: LinearActivator
+
 
 def gpu_kernels() -> CounterKernels | None:
     """The fused Triton kernels, or ``None`` where CUDA or a working Triton is missing.
@@ -276,6 +306,31 @@ def _probe_triton() -> CounterKernels | None:
     return CounterKernels(inject_gpu, activate_inject_gpu, "philox-counter/triton")
 
 
+def fused_linear_kernel(device: torch.device) -> FusedLinear | None:
+    """The fused-GEMM kernel for ``device``, or ``None`` where it cannot run there: it needs Triton,
+    and CUDA or Triton's CPU interpreter (``TRITON_INTERPRET=1``, the tests). Checked against its
+    definition once per process, with a warning on failure."""
+    return _probe_fused_linear(device.type)
+
+
+@functools.cache
+def _probe_fused_linear(device_type: str) -> FusedLinear | None:
+    try:
+        from gni_engine import fused_linear_triton as fused
+
+        if device_type != ("cpu" if fused.INTERPRETED else "cuda"):
+            raise RuntimeError(
+                f"Triton compiles for CUDA devices (or interprets on the CPU), not {device_type}"
+            )
+        differences = fused.compare_linear_with_reference(device_type, every_variant=False)
+        if max(differences.values()) > 1e-5:
+            raise RuntimeError(f"kernel and reference disagree: {differences}")
+    except Exception as error:  # ImportError, a compiler or driver error, a wrong result
+        log.warning("fused-GEMM kernel unusable on %s (%s)", device_type, error)
+        return None
+    return FusedLinear(fused.applies, fused.linear_activate_gpu)
+
+
 class CounterNoiseSampler:
     """The noise of one forward pass from counter streams: same interface as ``NoiseSampler``.
 
@@ -284,13 +339,24 @@ class CounterNoiseSampler:
     """
 
     def __init__(
-        self, plan: NoisePlan, streams: CounterStreams, n_examples: int, kernels: CounterKernels
+        self,
+        plan: NoisePlan,
+        streams: CounterStreams,
+        n_examples: int,
+        kernels: CounterKernels,
+        *,
+        linear: FusedLinear | None = None,
+        precision: str = "fp32",
     ) -> None:
+        """``linear``: the fused-GEMM kernel, for the hidden layers it applies to (the others take a
+        matrix product and ``kernels.activate``); ``precision``: the run's, for its products."""
         if plan.point_sizes is None:
             raise ValueError("counter noise needs the injection points' sizes (MLPs)")
         self.plan = plan
         self.keys = streams.keys
         self.kernels = kernels
+        self.linear = linear
+        self.precision = precision
         self.offsets: list[int] = []
         total = 0
         for size in plan.point_sizes:
@@ -320,23 +386,18 @@ class CounterNoiseSampler:
         return apply
 
     def activate(self, sign: float = 1.0) -> Activate:
-        """Bias, activation and point k's noise in one step (``StackedMLP.forward``'s ``activate``)."""
-        plan = self.plan
+        """Layer k's product, bias, activation and point k's noise (``StackedMLP.forward``'s ``activate``):
+        one kernel with the fused GEMM, else a matrix product and one kernel."""
+        plan, linear = self.plan, self.linear
 
-        def apply(k: int, z: torch.Tensor, bias: torch.Tensor | None, activation: str) -> torch.Tensor:
+        def apply(
+            k: int, h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None, activation: str
+        ) -> torch.Tensor:
             additive, multiplicative = plan.columns(k)
-            return self.kernels.activate(
-                z,
-                bias,
-                activation,
-                additive,
-                multiplicative,
-                self.keys,
-                self.starts,
-                self.offsets[k],
-                sign,
-                plan.point_active[k],
-                plan.has_multiplicative[k],
-            )
+            noise = (additive, multiplicative, self.keys, self.starts, self.offsets[k], sign)
+            flags = (plan.point_active[k], plan.has_multiplicative[k])
+            if linear is not None and linear.applies(h, w, activation):
+                return linear.apply(h, w, bias, activation, *noise, *flags, self.precision)
+            return self.kernels.activate(torch.bmm(h, w), bias, activation, *noise, *flags)
 
         return apply

@@ -25,7 +25,8 @@ def _uniform(bits):  # type: ignore[no-untyped-def]
 
 
 @triton.jit
-def _normals(c, key, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+def _normal_words(c, key):  # type: ignore[no-untyped-def]
+    """The four normals of each int64 counter in c (any shape) under one run's key: z0, z1, z2, z3."""
     k0 = (key & 0xFFFFFFFF).to(tl.uint32)
     k1 = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
     c0 = (c & 0xFFFFFFFF).to(tl.uint32)
@@ -45,10 +46,12 @@ def _normals(c, key, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
     a01 = 6.283185307179586 * _uniform(c1)
     r23 = tl.sqrt(-2.0 * tl.log(_uniform(c2)))
     a23 = 6.283185307179586 * _uniform(c3)
-    z0 = r01 * tl.cos(a01)
-    z1 = r01 * tl.sin(a01)
-    z2 = r23 * tl.cos(a23)
-    z3 = r23 * tl.sin(a23)
+    return r01 * tl.cos(a01), r01 * tl.sin(a01), r23 * tl.cos(a23), r23 * tl.sin(a23)
+
+
+@triton.jit
+def _normals(c, key, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
+    z0, z1, z2, z3 = _normal_words(c, key)
     # join stacks on a new last axis: [j, p, q] = (z0, z2 | z1, z3)[q][p] flattens to z0 z1 z2 z3 per counter
     return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [4 * BLOCK])
 

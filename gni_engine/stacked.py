@@ -6,9 +6,10 @@ Shapes use E = runs, N = examples, d_k = width at injection point k. An MLP's la
 
 ``forward`` takes an optional ``perturb(k, h)`` that returns the noisy value at injection point k,
 which is how training noise, antithetic Monte-Carlo draws and the clean evaluation share one code path.
-An MLP's forward can also take ``activate(k, z, b, activation)``, which returns the noisy value at
-point k ≥ 1 straight from the layer's matrix product z (bias, activation and noise in one kernel on
-a GPU: counter noise); the pre-activations are then not kept.
+An MLP's forward can also take ``activate(k, h, W, b, activation)``, which returns the noisy value at
+point k ≥ 1 straight from the layer's input and weights (counter noise: a matrix product, then bias,
+activation and noise in one kernel; or all of it in one fused GEMM); the pre-activations are then
+not kept.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch.nn import functional as F
 from gni_engine.networks import MLP, ConvNet, Network, activation_derivative, activation_fn
 
 Perturb = Callable[[int, torch.Tensor], torch.Tensor]
-Activate = Callable[[int, torch.Tensor, torch.Tensor | None, str], torch.Tensor]
+Activate = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, str], torch.Tensor]
 
 
 @dataclass
@@ -74,7 +75,7 @@ class StackedMLP:
             inputs.append(h)
             bias = self.biases[k] if self.biases is not None else None
             if k < last and activate is not None:
-                h = activate(k + 1, torch.bmm(h, w), bias, self.activation)
+                h = activate(k + 1, h, w, bias, self.activation)
                 continue
             z = torch.baddbmm(bias, h, w) if bias is not None else torch.bmm(h, w)  # (E, N, d_{k+1})
             if k < last:

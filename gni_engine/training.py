@@ -29,7 +29,9 @@ from gni_engine.counter_noise import (
     CounterKernels,
     CounterNoiseSampler,
     CounterStreams,
+    FusedLinear,
     cpu_kernels,
+    fused_linear_kernel,
     gpu_kernels,
 )
 from gni_engine.data import Dataset, build_dataset
@@ -148,6 +150,7 @@ class BatchTrainer:
         recorders: Sequence[Recorder] | None = None,
         dataset_loader: Callable[[RunSpec, torch.dtype], Dataset] | None = None,
         noise_stream: str = "auto",
+        fused_gemm: str | None = None,
     ) -> None:
         """``noise_stream``: where training noise comes from. ``"generator"``: each run's
         ``torch.Generator`` (one draw per run and pass); ``"counter"``: counter-based Philox streams
@@ -155,7 +158,15 @@ class BatchTrainer:
         Triton on a GPU; the torch definition where neither works); ``"counter-reference"``: the same
         streams computed by the torch definition (slow; the tests' yardstick); ``"auto"``: counter
         where a compiled kernel works (MLPs, not bf16), generator otherwise. The environment variable
-        ``GNI_NOISE_STREAM`` overrides ``"auto"`` (for benchmarks)."""
+        ``GNI_NOISE_STREAM`` overrides ``"auto"`` (for benchmarks).
+
+        ``fused_gemm``: ``"on"`` computes each hidden layer of an MLP trained with counter noise as one
+        Triton GEMM with bias, activation and noise in its epilogue (:mod:`gni_engine.fused_linear_triton`;
+        CUDA, or Triton's CPU interpreter in the tests), in the run's precision; ``"tf32x3"`` does so
+        with an fp32 run's products computed as three TF32 tensor-core products of split operands
+        (about fp32's accuracy); ``"off"`` (the default until the kernel is measured faster than cuBLAS
+        with the separate fused-activation kernel) keeps cuBLAS. ``None`` reads ``GNI_FUSED_GEMM``.
+        Results record the choice as ``hidden_layer_kernel``."""
         if not specs:
             raise ValueError("a batch needs at least one run")
         keys = {batch_key(s) for s in specs}
@@ -174,7 +185,7 @@ class BatchTrainer:
         load = dataset_loader or (lambda s, d: build_dataset(s, dtype=d))
         self.datasets = self._load_datasets(load)
         self.states = [RunState(s) for s in self.specs]
-        self._build(noise_stream)
+        self._build(noise_stream, fused_gemm)
 
     # ------------------------------------------------------------------------------------ set-up
     def _load_datasets(self, load: Callable[[RunSpec, torch.dtype], Dataset]) -> list[Dataset]:
@@ -190,7 +201,7 @@ class BatchTrainer:
             raise ValueError(f"runs of one batch have different data shapes: {sorted(map(str, shapes))}")
         return out
 
-    def _build(self, noise_stream: str) -> None:
+    def _build(self, noise_stream: str, fused_gemm: str | None) -> None:
         e = len(self.specs)
         data = self.datasets[0]
         nets = [
@@ -239,6 +250,8 @@ class BatchTrainer:
             and isinstance(self.net, StackedMLP)
             and self.net.activation in FUSED_ACTIVATIONS
         )
+        self.gemm_products: str = self.precision  # the arithmetic of the fused GEMM's products
+        self.fused_linear = self._choose_fused_linear(fused_gemm) if self.fuse_activation else None
         lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
         momentum = torch.tensor(
             [s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device
@@ -291,6 +304,42 @@ class BatchTrainer:
             return compiled or REFERENCE_KERNELS
         return compiled
 
+    def _choose_fused_linear(self, fused_gemm: str | None) -> FusedLinear | None:
+        source = "fused_gemm"
+        if fused_gemm is None:
+            fused_gemm, source = os.environ.get("GNI_FUSED_GEMM", "off"), "GNI_FUSED_GEMM"
+        choices = ("off", "on", "tf32x3")
+        if fused_gemm not in choices:
+            raise ValueError(f"{source}: expected one of {', '.join(map(repr, choices))}, got {fused_gemm!r}")
+        self.gemm_products = (
+            "tf32x3" if fused_gemm == "tf32x3" and self.precision == "fp32" else self.precision
+        )
+        if fused_gemm == "off":
+            return None
+        assert isinstance(self.net, StackedMLP)  # fuse_activation holds
+        widths = [int(w.shape[2]) for w in self.net.weights[:-1]]
+        if self.dtype != torch.float32 or any(d % 4 for d in widths):
+            raise ValueError(
+                f"{source}: the fused GEMM computes float32 runs (precision fp32 or tf32) whose hidden "
+                f"widths are multiples of 4; this batch is {self.precision} with hidden widths {widths}"
+            )
+        kernel = fused_linear_kernel(self.device)
+        if kernel is None:
+            raise ValueError(
+                f"{source}: the fused-GEMM kernel cannot run on {self.device} (it needs Triton, and CUDA "
+                "or TRITON_INTERPRET=1; see the warning above)"
+            )
+        return kernel
+
+    @property
+    def hidden_layer_kernel(self) -> str:
+        """How an MLP's hidden layers are computed in training, as results record it."""
+        if self.fused_linear is not None:
+            return (
+                "fused-gemm" if self.gemm_products == self.precision else f"fused-gemm/{self.gemm_products}"
+            )
+        return "gemm+fused-activation" if self.fuse_activation else "eager"
+
     @property
     def noise_stream(self) -> str:
         """Which stream the training noise comes from, as results record it."""
@@ -321,7 +370,12 @@ class BatchTrainer:
         activate: Activate | None = None
         if needs_noise and self.noise_streams is not None and self.counter_kernels is not None:
             counter = CounterNoiseSampler(
-                self.train_noise, self.noise_streams, int(x.shape[1]), self.counter_kernels
+                self.train_noise,
+                self.noise_streams,
+                int(x.shape[1]),
+                self.counter_kernels,
+                linear=self.fused_linear,
+                precision=self.gemm_products,
             )
             perturb = counter.perturb()
             activate = counter.activate() if self.fuse_activation else None
@@ -529,6 +583,7 @@ class BatchTrainer:
                     "device_name": device_name(self.device),
                     "precision": self.precision,
                     "noise_stream": self.noise_stream,
+                    "hidden_layer_kernel": self.hidden_layer_kernel,
                     "dtype": str(self.dtype).removeprefix("torch."),
                     "engine_version": __version__,
                     "torch_version": torch.__version__,

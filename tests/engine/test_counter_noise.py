@@ -240,3 +240,27 @@ def test_the_resume_step_is_the_latest_one_usable_by_every_run() -> None:
         [[stale[0], usable[0]], [stale[1], usable[1]]], specs, ("cuda", "philox-counter/triton")
     )
     assert [c and c["step"] for c in on_gpu] == [5, 5]
+
+
+def test_the_fused_gemm_is_refused_by_name_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU without Triton's interpreter the fused GEMM cannot run: asking for it is an error that
+    says so, never a silent fallback; a malformed GNI_FUSED_GEMM is named too."""
+    relu = parse_run_spec({**BASE, "model": {"hidden": [8, 8], "activation": "relu"}})
+    relu32 = parse_run_spec({**relu.model_dump(), "execution": {"precision": "fp32"}})
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(ValueError, match="fused_gemm: the fused-GEMM kernel cannot run on cpu"):
+        BatchTrainer([relu32], noise_stream="counter", fused_gemm="on")
+    monkeypatch.setenv("GNI_FUSED_GEMM", "yes")
+    with pytest.raises(ValueError, match="GNI_FUSED_GEMM: expected one of 'off', 'on', 'tf32x3', got 'yes'"):
+        BatchTrainer([relu], noise_stream="counter")
+    monkeypatch.setenv("GNI_FUSED_GEMM", "off")
+    trainer = BatchTrainer([relu], noise_stream="counter")
+    assert trainer.hidden_layer_kernel == "gemm+fused-activation"
+    assert BatchTrainer([relu], noise_stream="generator").hidden_layer_kernel == "eager"
+    odd = parse_run_spec(
+        {**BASE, "model": {"hidden": [8, 6], "activation": "relu"}, "execution": {"precision": "fp32"}}
+    )
+    with pytest.raises(ValueError, match=r"this batch is fp32 with hidden widths \[8, 6\]"):
+        BatchTrainer([odd], noise_stream="counter", fused_gemm="on")
+    with pytest.raises(ValueError, match=r"this batch is fp64 with hidden widths \[8, 8\]"):
+        BatchTrainer([relu], noise_stream="counter", fused_gemm="on")

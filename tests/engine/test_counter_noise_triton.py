@@ -1,4 +1,4 @@
-"""The Triton kernel of counter noise, run by Triton's CPU interpreter where Triton is installed.
+"""The Triton kernels of counter noise, run by Triton's CPU interpreter where Triton is installed.
 
 The CI machine has no Triton (it comes with CUDA builds of PyTorch), so this skips there; the same
 comparison runs on a GPU in ``benchmarks/gpu_checks.py``. The interpreter must be switched on before
@@ -27,14 +27,72 @@ assert max(fused.values()) < 2e-6, fused
 print("ok")
 """
 
+FUSED_GEMM = """
+from gni_engine.fused_linear_triton import compare_linear_with_reference
 
-@pytest.mark.skipif(
+differences = compare_linear_with_reference("cpu")
+# one-input layer: 2 variants x (out, grad_h, grad_w, grad_b); 20 inputs: 8 with a bias, 8 without
+assert len(differences) == 2 * 4 + 8 * 4 + 8 * 3 + 1, len(differences)
+assert differences["nan_kept"] == 0.0, differences
+assert max(differences.values()) < 1e-6, sorted(differences.items(), key=lambda kv: -kv[1])[:5]
+print("ok")
+"""
+
+TRAINING = """
+import torch
+from gni_engine.spec import parse_run_spec
+from gni_engine.training import BatchTrainer
+
+def spec(mode, kind, seed):
+    return parse_run_spec({
+        "data": {"name": "sinusoids", "n_points": 40, "frequencies": [1.0, 3.0]},
+        "model": {"hidden": [12, 8], "activation": "relu"},
+        "noise": {"sigma": 0.2, "kind": kind},
+        "training": {"steps": 8, "lr": 0.01, "mode": mode},
+        "analyses": {"record_every": 4, "noise_gap_samples": 2},
+        "execution": {"precision": "fp32"},
+        "seed": seed,
+    })
+
+specs = [spec("gni", "additive", 0), spec("gni", "multiplicative", 1), spec("baseline", "additive", 2)]
+fused = BatchTrainer(specs, noise_stream="counter", fused_gemm="on").run()
+separate = BatchTrainer(specs, noise_stream="counter", fused_gemm="off").run()
+for a, b in zip(fused, separate):
+    assert a.summary["hidden_layer_kernel"] == "fused-gemm", a.summary["hidden_layer_kernel"]
+    assert b.summary["hidden_layer_kernel"] == "gemm+fused-activation", b.summary["hidden_layer_kernel"]
+    assert a.status == b.status == "succeeded"
+    for k, w in b.weights.items():
+        torch.testing.assert_close(a.weights[k], w, rtol=1e-5, atol=1e-6)
+split = BatchTrainer(specs[:1], noise_stream="counter", fused_gemm="tf32x3")
+assert split.hidden_layer_kernel == "fused-gemm/tf32x3", split.hidden_layer_kernel
+print("ok")
+"""
+
+needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only PyTorch)"
 )
-def test_the_kernels_match_their_references_under_the_interpreter() -> None:
+
+
+def _interpreted(code: str) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
     done = subprocess.run(
-        [sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+@needs_triton
+def test_the_kernels_match_their_references_under_the_interpreter() -> None:
+    _interpreted(CHECK)
+
+
+@needs_triton
+def test_the_fused_gemm_matches_its_definition_under_the_interpreter() -> None:
+    """Every variant, partial tiles, a one-input layer, multiplicative noise's regenerated ε."""
+    _interpreted(FUSED_GEMM)
+
+
+@needs_triton
+def test_training_with_the_fused_gemm_follows_the_separate_kernels_under_the_interpreter() -> None:
+    _interpreted(TRAINING)
