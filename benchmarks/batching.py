@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -61,8 +62,11 @@ def _sync() -> None:
 
 
 def training_noise(trainer: BatchTrainer) -> str:
-    """The stream a trainer draws its training noise from ("none" when the mode draws none)."""
-    return trainer.noise_stream if trainer.needs_noise else "none"
+    """The stream a trainer draws its training noise from ("none" when the mode draws none), and how
+    its hidden layers are computed."""
+    if not trainer.needs_noise:
+        return "none"
+    return f"{trainer.noise_stream}, hidden layers {trainer.hidden_layer_kernel}"
 
 
 def time_training(specs: list[RunSpec], streams: set[str]) -> float:
@@ -164,8 +168,15 @@ def main() -> None:
         "--rounds", type=int, default=0, help="also time steps in this many alternating rounds (drift-proof)"
     )
     parser.add_argument("--round-steps", type=int, default=10, help="stacked steps in a round")
+    parser.add_argument(
+        "--fused-gemm",
+        default="off",
+        choices=["off", "on", "tf32x3"],
+        help="hidden layers as one Triton GEMM each (BatchTrainer's fused_gemm; GPU)",
+    )
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
+    os.environ["GNI_FUSED_GEMM"] = args.fused_gemm  # every trainer of this process
     if args.cpu_scale:
         args.runs, args.seq_runs, args.width, args.hidden, args.points, args.steps = 32, 8, 128, 3, 256, 1000
     device = torch.device(args.device)

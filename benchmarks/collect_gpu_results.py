@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-ENGINE_FILES = ("gpu_checks", "batching_tf32", "batching_fp32", "step_times")
+SWEEP_FILES = ("batching_tf32", "batching_fp32", "batching_tf32_fused_gemm", "batching_fp32_fused_gemm")
+ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times")
 ANCHOR_FILES = ("anchor", "anchor_compiled")
 
 
@@ -63,7 +64,7 @@ def collect(folder: Path) -> dict[str, Any]:
     ]
     out["anchor"] = {"rates": anchor_rates(blocks), "raw": blocks}
     rows = []
-    for name in ("batching_tf32", "batching_fp32"):
+    for name in SWEEP_FILES:
         sweep = out.get(name)
         if sweep is None:
             continue
@@ -71,6 +72,7 @@ def collect(folder: Path) -> dict[str, Any]:
         for result in sweep["results"]:
             row = {
                 "mode": result["mode"],
+                "fused_gemm": sweep["args"].get("fused_gemm", "off"),
                 "precision": precision,
                 "runs": runs,
                 "engine_runs_per_s": result["stacked_runs_per_s"],
@@ -95,8 +97,8 @@ def main() -> None:
     for row in result["summary"]:
         ratios = ", ".join(f"{k.removeprefix('vs_')} {v:.2f}×" for k, v in row.items() if k.startswith("vs_"))
         print(
-            f"{row['mode']} {row['precision']} {row['runs']} runs: {row['engine_runs_per_s']:.2f} runs/s"
-            + (f" ({ratios})" if ratios else "")
+            f"{row['mode']} {row['precision']} {row['runs']} runs, fused GEMM {row['fused_gemm']}: "
+            f"{row['engine_runs_per_s']:.2f} runs/s" + (f" ({ratios})" if ratios else "")
         )
     print(f"anchor runs/s: {json.dumps(result['anchor']['rates'])}")
     print(f"wrote {args.folder / 'gpu_bench.json'}")

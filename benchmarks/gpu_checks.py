@@ -1,8 +1,11 @@
-"""GPU checks that CPU tests cannot make: a stacked batch equals its runs trained alone on the device,
-a diverging run fails on its own (naming its step) while the others finish, and where a stacked step's
-time goes (torch.profiler, the reference sweep's network).
+"""GPU checks that CPU tests cannot make: the Triton kernels equal their definitions on the card, a
+stacked batch equals its runs trained alone on the device (with cuBLAS and with the fused GEMM), a
+diverging run fails on its own (naming its step) while the others finish, and where a stacked step's
+time goes (torch.profiler, the reference sweep's network) with each way of computing the hidden
+layers: cuBLAS + the fused activation kernel, the fused GEMM in the run's precision, and the fused
+GEMM with an fp32 run's products as three TF32 products.
 
-    python benchmarks/gpu_checks.py --json out.json [--profile-runs 256]
+    python benchmarks/gpu_checks.py --json out.json [--profile-runs 256] [--drift]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from gni_engine.spec import RunSpec, parse_run_spec
 from gni_engine.training import BatchTrainer, matmul_precision
 
 DEVICE = "cuda"
+SMOKE = False  # --smoke: tiny sizes, to try the script on the CPU (under TRITON_INTERPRET=1)
 
 
 def _sync() -> None:
@@ -38,6 +42,8 @@ def spec(
     points: int = 128,
     optimizer: str = "adam",
 ) -> RunSpec:
+    if SMOKE:
+        steps, width, points = min(steps, 6), 8, 24
     return parse_run_spec(
         {
             "data": {"n_points": points, "frequencies": [1.0, 5.0, 10.0], "phases": "zero"},
@@ -56,7 +62,7 @@ def spec(
     )
 
 
-def equivalence(precision: str) -> dict[str, Any]:
+def equivalence(precision: str, fused_gemm: str = "off") -> dict[str, Any]:
     """Largest relative difference between each run trained in a batch of five and trained alone."""
     specs = [
         spec("baseline", "additive", 0, precision=precision),
@@ -65,10 +71,10 @@ def equivalence(precision: str) -> dict[str, Any]:
         spec("explicit", "additive", 3, precision=precision),
         spec("explicit", "multiplicative", 4, precision=precision),
     ]
-    stacked = BatchTrainer(specs).run()
+    stacked = BatchTrainer(specs, fused_gemm=fused_gemm).run()
     worst: dict[str, float] = {}
     for s, together in zip(specs, stacked, strict=True):
-        alone = BatchTrainer([s]).run()[0]
+        alone = BatchTrainer([s], fused_gemm=fused_gemm).run()[0]
         diff = max(
             float((together.weights[k] - alone.weights[k]).abs().max() / alone.weights[k].abs().max())
             for k in alone.weights
@@ -83,7 +89,30 @@ def counter_kernel() -> dict[str, Any]:
     from gni_engine.counter_activation_triton import compare_fused_with_reference
     from gni_engine.counter_noise_triton import compare_with_reference
 
-    return {**compare_with_reference("cuda"), **compare_fused_with_reference("cuda")}
+    return {**compare_with_reference(DEVICE), **compare_fused_with_reference(DEVICE)}
+
+
+def fused_gemm_kernel() -> dict[str, Any]:
+    """The fused GEMM against its definition (float64 ``bmm`` + activation + counter noise), relative
+    to the largest reference value, for each arithmetic of its products: IEEE fp32 (expect ~1e-6),
+    TF32 (~1e-3: 10-bit mantissas) and three TF32 products (expect near fp32's). The variants a ReLU
+    network trains with (every variant runs under the interpreter in the tests: each costs the card
+    a compilation per tile candidate)."""
+    from gni_engine.fused_linear_triton import compare_linear_with_reference
+
+    out: dict[str, Any] = {}
+    for products in ("fp32", "tf32", "tf32x3"):
+        start = time.perf_counter()
+        differences = compare_linear_with_reference(DEVICE, precision=products, every_variant=False)
+        worst = max(differences, key=lambda k: differences[k])
+        out[products] = {
+            "checks": len(differences),
+            "worst": worst,
+            "worst_relative_difference": differences[worst],
+            "nan_kept": differences["nan_kept"],
+            "seconds_with_compilation": time.perf_counter() - start,
+        }
+    return out
 
 
 def drift_diagnosis() -> dict[str, Any]:
@@ -145,14 +174,16 @@ def divergence() -> dict[str, Any]:
     }
 
 
-def profile(runs: int, mode: str, precision: str, *, fuse: bool = True) -> dict[str, Any]:
-    """Time and profile steps of the reference sweep's network; ``fuse=False`` keeps the hidden
-    layers' bias, activation and noise as separate kernels (for comparison)."""
+def profile(runs: int, mode: str, precision: str, *, fused_gemm: str = "off") -> dict[str, Any]:
+    """Time and profile steps of the reference sweep's network; ``fused_gemm`` as ``BatchTrainer``'s
+    (``"off"``: cuBLAS and the fused activation kernel). The first steps include the fused GEMM's
+    autotuning (timed separately)."""
+    points, width = (48, 8) if SMOKE else (1024, 256)
     specs = [
         parse_run_spec(
             {
-                "data": {"n_points": 1024, "frequencies": [1.0, 5.0, 10.0, 20.0], "phases": "zero"},
-                "model": {"hidden": [256] * 4},
+                "data": {"n_points": points, "frequencies": [1.0, 5.0, 10.0, 20.0], "phases": "zero"},
+                "model": {"hidden": [width] * 4},
                 "noise": {"sigma": 0.1, "layers": "all"},
                 "training": {"mode": mode, "steps": 100, "lr": 1e-3},
                 "analyses": {
@@ -167,9 +198,12 @@ def profile(runs: int, mode: str, precision: str, *, fuse: bool = True) -> dict[
         )
         for i in range(runs)
     ]
-    trainer = BatchTrainer(specs)
-    trainer.fuse_activation = trainer.fuse_activation and fuse
-    for _ in range(5):
+    trainer = BatchTrainer(specs, fused_gemm=fused_gemm)
+    start = time.perf_counter()
+    trainer.train_step()
+    _sync()
+    first_step = time.perf_counter() - start
+    for _ in range(4):
         trainer.train_step()
     _sync()
     steps = 20
@@ -192,9 +226,9 @@ def profile(runs: int, mode: str, precision: str, *, fuse: bool = True) -> dict[
         max_name_column_width=60,
     )
     print(
-        f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}, fused activation: "
-        f"{trainer.fuse_activation}): wall {wall * 1e3:.2f} ms/step, "
-        f"host enqueue {host * 1e3:.2f} ms/step"
+        f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}, hidden layers: "
+        f"{trainer.hidden_layer_kernel}): wall {wall * 1e3:.2f} ms/step, "
+        f"host enqueue {host * 1e3:.2f} ms/step, first step {first_step:.1f} s"
     )
     print(table)
     return {
@@ -202,8 +236,9 @@ def profile(runs: int, mode: str, precision: str, *, fuse: bool = True) -> dict[
         "mode": mode,
         "precision": precision,
         "noise_stream": trainer.noise_stream,
-        "fused_activation": trainer.fuse_activation,
+        "hidden_layer_kernel": trainer.hidden_layer_kernel,
         "wall_ms_per_step": wall * 1e3,
+        "first_step_s": first_step,
         "host_ms_per_step": host * 1e3,
         "table": table,
     }
@@ -217,11 +252,17 @@ def main() -> None:
     parser.add_argument("--profile-runs", type=int, default=256)
     parser.add_argument("--device", default="cuda")
     parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: try the script on the CPU (TRITON_INTERPRET=1)"
+    )
+    parser.add_argument(
+        "--drift", action="store_true", help="also diagnose the fp32 E = 1 drift (answered on the H100)"
+    )
+    parser.add_argument(
         "--only-drift", action="store_true", help="the kernel checks and the drift diagnosis only"
     )
     args = parser.parse_args()
-    global DEVICE
-    DEVICE = args.device
+    global DEVICE, SMOKE
+    DEVICE, SMOKE = args.device, args.smoke
     name = torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu"
     out: dict[str, Any] = {"device": name, "torch": torch.__version__}
 
@@ -230,7 +271,7 @@ def main() -> None:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2)
 
-    if DEVICE == "cuda":
+    if DEVICE == "cuda" or SMOKE:
         save("counter_kernel", counter_kernel())
         worst = max(out["counter_kernel"], key=out["counter_kernel"].get)
         print(
@@ -238,27 +279,31 @@ def main() -> None:
             f"{out['counter_kernel'][worst]:.3g}",
             flush=True,
         )
-    save("drift_diagnosis", drift_diagnosis())
-    print(f"drift diagnosis: {out['drift_diagnosis']}", flush=True)
+        save("fused_gemm_kernel", fused_gemm_kernel())
+        print(f"fused GEMM vs reference: {out['fused_gemm_kernel']}", flush=True)
+    if args.drift or args.only_drift:
+        save("drift_diagnosis", drift_diagnosis())
+        print(f"drift diagnosis: {out['drift_diagnosis']}", flush=True)
     if args.only_drift:
         return
-    for precision in ("fp64", "fp32"):
-        save(f"equivalence_{precision}", equivalence(precision))
-        print(f"equivalence {precision}: {out[f'equivalence_{precision}']}", flush=True)
-    save("divergence", divergence())
-    print(f"divergence: {out['divergence']}", flush=True)
     runs = args.profile_runs
     profiles: list[dict[str, Any]] = []
     for settings in [
-        (runs, "gni", "fp32", True),
-        (runs, "gni", "fp32", False),
-        (4 * runs, "gni", "tf32", True),
-        (4 * runs, "gni", "tf32", False),
-        (runs, "explicit", "fp32", True),
+        (4 * runs, "gni", "tf32", "on"),
+        (4 * runs, "gni", "tf32", "off"),
+        (runs, "gni", "fp32", "tf32x3"),
+        (runs, "gni", "fp32", "on"),
+        (runs, "gni", "fp32", "off"),
     ]:
-        n, mode, precision, fuse = settings
-        profiles.append(profile(n, mode, precision, fuse=fuse))
+        n, mode, precision, fused_gemm = settings
+        profiles.append(profile(n, mode, precision, fused_gemm=fused_gemm))
         save("profiles", profiles)
+    for precision, fused_gemm in (("fp64", "off"), ("fp32", "off"), ("fp32", "on"), ("tf32", "on")):
+        key = f"equivalence_{precision}" + ("_fused_gemm" if fused_gemm == "on" else "")
+        save(key, equivalence(precision, fused_gemm))
+        print(f"equivalence {precision}, fused GEMM {fused_gemm}: {out[key]}", flush=True)
+    save("divergence", divergence())
+    print(f"divergence: {out['divergence']}", flush=True)
 
 
 if __name__ == "__main__":

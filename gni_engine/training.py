@@ -251,7 +251,7 @@ class BatchTrainer:
             and self.net.activation in FUSED_ACTIVATIONS
         )
         self.gemm_products: str = self.precision  # the arithmetic of the fused GEMM's products
-        self.fused_linear = self._choose_fused_linear(fused_gemm) if self.fuse_activation else None
+        self.fused_linear = self._choose_fused_linear(fused_gemm)
         lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
         momentum = torch.tensor(
             [s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device
@@ -316,7 +316,12 @@ class BatchTrainer:
         )
         if fused_gemm == "off":
             return None
-        assert isinstance(self.net, StackedMLP)  # fuse_activation holds
+        if not self.fuse_activation or not isinstance(self.net, StackedMLP):
+            raise ValueError(
+                f"{source}: the fused GEMM computes the hidden layers of MLPs with relu or linear "
+                f"activations trained with counter noise; this batch is a {self.first.model.kind} "
+                f"({getattr(self.first.model, 'activation', '?')}) with {self.noise_stream} noise"
+            )
         widths = [int(w.shape[2]) for w in self.net.weights[:-1]]
         if self.dtype != torch.float32 or any(d % 4 for d in widths):
             raise ValueError(
@@ -333,7 +338,10 @@ class BatchTrainer:
 
     @property
     def hidden_layer_kernel(self) -> str:
-        """How an MLP's hidden layers are computed in training, as results record it."""
+        """How an MLP's hidden layers are computed in a noisy training pass, as results record it
+        (``eager``: ``baddbmm`` and the activation, as in every pass without noise)."""
+        if not self.needs_noise:
+            return "eager"
         if self.fused_linear is not None:
             return (
                 "fused-gemm" if self.gemm_products == self.precision else f"fused-gemm/{self.gemm_products}"

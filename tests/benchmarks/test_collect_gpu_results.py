@@ -48,3 +48,20 @@ def test_ratios_pair_each_sweep_with_the_anchor_of_its_precision_and_size(tmp_pa
     assert gni["vs_anchor_stacked"] == 1.5 and gni["vs_anchor_compiled"] == 1.2
     assert explicit["engine_runs_per_s"] == 6.0 and explicit["vs_anchor_stacked"] == 0.75
     assert "batching_tf32" not in result  # not run: left out, not invented
+    assert gni["fused_gemm"] == "off"  # a sweep written before the option: cuBLAS
+
+
+def test_a_fused_gemm_sweep_is_summarised_beside_the_cublas_one(tmp_path: Path) -> None:
+    collect = _collector()
+    for name, fused, rate in (("batching_tf32", "off", 20.0), ("batching_tf32_fused_gemm", "on", 30.0)):
+        sweep = {
+            "args": {"precision": "tf32", "runs": 1024, "fused_gemm": fused},
+            "results": [{"mode": "gni", "stacked_runs_per_s": rate}],
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(sweep))
+    (tmp_path / "anchor.txt").write_text(_anchor(True, [(1024, 15.0)], []))
+    rows = collect.collect(tmp_path)["summary"]
+    assert [(r["fused_gemm"], r["engine_runs_per_s"], r["vs_anchor_stacked"]) for r in rows] == [
+        ("off", 20.0, 20.0 / 15.0),
+        ("on", 30.0, 2.0),
+    ]

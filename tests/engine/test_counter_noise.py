@@ -264,3 +264,6 @@ def test_the_fused_gemm_is_refused_by_name_where_it_cannot_run(monkeypatch: pyte
         BatchTrainer([odd], noise_stream="counter", fused_gemm="on")
     with pytest.raises(ValueError, match=r"this batch is fp64 with hidden widths \[8, 8\]"):
         BatchTrainer([relu], noise_stream="counter", fused_gemm="on")
+    tanh = parse_run_spec({**BASE, "execution": {"precision": "fp32"}})
+    with pytest.raises(ValueError, match=r"relu or linear activations .* this batch is a mlp \(tanh\)"):
+        BatchTrainer([tanh], noise_stream="counter", fused_gemm="on")
