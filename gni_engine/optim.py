@@ -9,7 +9,7 @@ Its learning rate is one number per call, so runs are grouped by learning rate (
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -39,6 +39,26 @@ class StackedOptimiser:
         self._lr_values: list[float] | None = None
         self._step_tensor: torch.Tensor | None = None  # Adam's step count on the device …
         self._step_on_device = 0  # … and the count it holds
+
+    def count_replayed_step(self) -> None:
+        """The host's share of a step replayed from a CUDA graph: the device ran the update (and
+        advanced Adam's step count in place); the host's counters follow."""
+        self.step_count += 1
+        self._step_on_device += 1
+
+    def host_state_snapshot(self) -> Callable[[], None]:
+        """Undo for what :meth:`step`'s Python code changes on the host (its counters)."""
+        counts = (self.step_count, self._step_on_device)
+
+        def restore() -> None:
+            self.step_count, self._step_on_device = counts
+
+        return restore
+
+    def device_state(self) -> list[torch.Tensor]:
+        """The device tensors an update reads or writes besides the parameters and gradients."""
+        tensors = [t for state in self.state for t in state.values()]
+        return tensors + ([self._step_tensor] if self._step_tensor is not None else [])
 
     def _per_run(self, name: str, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``values`` (E,) shaped to broadcast over ``like`` and in its dtype, cached per shape."""
@@ -76,7 +96,7 @@ class StackedOptimiser:
         values = self._lr_values
         if all_active and len(set(values)) == 1:
             return [(values[0], None)]
-        flags: list[bool] = active.tolist()
+        flags: list[bool] = [True] * len(values) if all_active else active.tolist()  # no read when all run
         groups: dict[float, list[int]] = {}
         for e, (value, on) in enumerate(zip(values, flags, strict=True)):
             if on:

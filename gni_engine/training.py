@@ -47,6 +47,7 @@ from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
 from gni_engine.seeding import derive_seed, make_generator
 from gni_engine.spec import RunSpec
 from gni_engine.stacked import Activate, Perturb, StackedMLP, StackedNetwork, stack_networks
+from gni_engine.step_graph import StepGraph
 
 SETTLE_EVERY = 16  # on a GPU, steps between reads of the divergence flags (the failing step stays exact)
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.float32, "fp64": torch.float64}
@@ -151,6 +152,7 @@ class BatchTrainer:
         dataset_loader: Callable[[RunSpec, torch.dtype], Dataset] | None = None,
         noise_stream: str = "auto",
         fused_gemm: str | None = None,
+        cuda_graph: str | None = None,
     ) -> None:
         """``noise_stream``: where training noise comes from. ``"generator"``: each run's
         ``torch.Generator`` (one draw per run and pass); ``"counter"``: counter-based Philox streams
@@ -166,7 +168,12 @@ class BatchTrainer:
         with an fp32 run's products computed as three TF32 tensor-core products of split operands
         (about fp32's accuracy); ``"off"`` (the default until the kernel is measured faster than cuBLAS
         with the separate fused-activation kernel) keeps cuBLAS. ``None`` reads ``GNI_FUSED_GEMM``.
-        Results record the choice as ``hidden_layer_kernel``."""
+        Results record the choice as ``hidden_layer_kernel``.
+
+        ``cuda_graph``: ``"on"`` captures the training step as a CUDA graph after a few eager steps
+        and replays it (:mod:`gni_engine.step_graph`; full-batch training with counter or no noise,
+        on CUDA); ``"off"`` (the default until measured) runs every step eagerly. ``None`` reads
+        ``GNI_CUDA_GRAPH``. Results record the steps replayed as ``graph_replayed_steps``."""
         if not specs:
             raise ValueError("a batch needs at least one run")
         keys = {batch_key(s) for s in specs}
@@ -186,6 +193,7 @@ class BatchTrainer:
         self.datasets = self._load_datasets(load)
         self.states = [RunState(s) for s in self.specs]
         self._build(noise_stream, fused_gemm)
+        self.step_graph = self._choose_step_graph(cuda_graph)
 
     # ------------------------------------------------------------------------------------ set-up
     def _load_datasets(self, load: Callable[[RunSpec, torch.dtype], Dataset]) -> list[Dataset]:
@@ -261,6 +269,7 @@ class BatchTrainer:
         )
         self.active = torch.ones(e, dtype=torch.bool, device=self.device)
         self.diverged_at = torch.zeros(e, dtype=torch.long, device=self.device)  # 0: has not diverged
+        self.step_on_device = torch.zeros((), dtype=torch.long, device=self.device)  # the step being taken
         # reading flags back waits for the device: free on the CPU, a pipeline stall on a GPU
         self.settle_every = 1 if self.device.type == "cpu" else SETTLE_EVERY
         self.step = 0
@@ -414,6 +423,21 @@ class BatchTrainer:
         return losses
 
     def train_step(self) -> None:
+        """One optimiser step of every run (from the step graph where one is in use)."""
+        graph = self.step_graph
+        if graph is not None and self._graph_applies():
+            how = graph.run(lambda: self._step_work(graphed=False), self._host_state_snapshot)
+            if how == "replayed":
+                self.optimiser.count_replayed_step()
+        else:
+            self._step_work(graphed=False)
+        self.step += 1
+        if self.settle_every > 1 and self.step % self.settle_every == 0:
+            self.settle_failures()
+
+    def _step_work(self, *, graphed: bool) -> None:
+        """The step's device work. ``graphed``: being captured, so every value that changes from step
+        to step is updated in place on the device (a replay repeats the captured arguments)."""
         x, y = self._minibatch()
         grads: Sequence[torch.Tensor] | None = None
         if self.hand_gradient:
@@ -430,8 +454,12 @@ class BatchTrainer:
         # so the host reads every ``settle_every`` steps: the failing step is still exact and the
         # failed run's NaN gradients are zeroed, but until the host has read the flags the optimiser
         # keeps moving its weights along its momentum (other runs are never affected).
+        if graphed:
+            self.step_on_device.add_(1)
+        else:
+            self.step_on_device.fill_(self.step + 1)
         finite = torch.isfinite(losses.detach())
-        self.diverged_at = torch.where(self.active & ~finite, self.step + 1, self.diverged_at)
+        self.diverged_at.copy_(torch.where(self.active & ~finite, self.step_on_device, self.diverged_at))
         self.active &= finite
         if self.settle_every == 1:
             self.settle_failures()
@@ -443,9 +471,46 @@ class BatchTrainer:
         if all_active and self.settle_every > 1:
             grads = [g.masked_fill(~self.active.reshape((-1,) + (1,) * (g.dim() - 1)), 0.0) for g in grads]
         self.optimiser.step(grads, self.active, all_active=all_active)
-        self.step += 1
-        if self.settle_every > 1 and self.step % self.settle_every == 0:
-            self.settle_failures()
+
+    # -------------------------------------------------------------------------------- step graph
+    def _choose_step_graph(self, cuda_graph: str | None) -> StepGraph | None:
+        source = "cuda_graph"
+        if cuda_graph is None:
+            cuda_graph, source = os.environ.get("GNI_CUDA_GRAPH", "off"), "GNI_CUDA_GRAPH"
+        if cuda_graph not in ("off", "on"):
+            raise ValueError(f"{source}: expected 'off' or 'on', got {cuda_graph!r}")
+        if cuda_graph == "off":
+            return None
+        reasons = []
+        if self.device.type != "cuda":
+            reasons.append(f"the device is {self.device}, not CUDA")
+        if self.batch_size < self.x_train.shape[1]:
+            reasons.append("minibatches are drawn on the host (full-batch training only)")
+        if self.needs_noise and self.counter_kernels is None:
+            reasons.append("the noise comes from per-run torch.Generators, not counter streams")
+        if self.needs_r and not self.hand_gradient and self.first.training.regulariser != "exact":
+            reasons.append(f"the {self.first.training.regulariser} estimator of R draws from generators")
+        if reasons:
+            raise ValueError(
+                f"{source}: this batch cannot be replayed from a CUDA graph: {'; '.join(reasons)}"
+            )
+        return StepGraph(lambda: self._step_work(graphed=True), self._graph_tensors)
+
+    def _graph_applies(self) -> bool:
+        """Host view: the captured step assumes every run is still running (its masks are fixed)."""
+        return self.all_running
+
+    def _graph_tensors(self) -> list[torch.Tensor]:
+        """What a captured step reads or writes in place across steps (a moved one means recapture)."""
+        tensors = [*self.net.parameters(), self.x_train, self.y_train, self.active, self.diverged_at]
+        tensors += [self.step_on_device, *self.optimiser.device_state()]
+        if self.noise_streams is not None:
+            tensors += [self.noise_streams.keys, self.noise_streams.base]
+        return tensors
+
+    def _host_state_snapshot(self) -> Callable[[], None]:
+        """What a step's Python code changes on the host (the optimiser's counters), and its undo."""
+        return self.optimiser.host_state_snapshot()
 
     @property
     def all_running(self) -> bool:
@@ -592,6 +657,7 @@ class BatchTrainer:
                     "precision": self.precision,
                     "noise_stream": self.noise_stream,
                     "hidden_layer_kernel": self.hidden_layer_kernel,
+                    "graph_replayed_steps": self.step_graph.replays if self.step_graph is not None else 0,
                     "dtype": str(self.dtype).removeprefix("torch."),
                     "engine_version": __version__,
                     "torch_version": torch.__version__,
