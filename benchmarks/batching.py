@@ -64,9 +64,10 @@ def _sync() -> None:
 def training_noise(trainer: BatchTrainer) -> str:
     """The stream a trainer draws its training noise from ("none" when the mode draws none), and how
     its hidden layers are computed."""
+    graph = ", CUDA graph" if trainer.step_graph is not None else ""
     if not trainer.needs_noise:
-        return "none"
-    return f"{trainer.noise_stream}, hidden layers {trainer.hidden_layer_kernel}"
+        return "none" + graph
+    return f"{trainer.noise_stream}, hidden layers {trainer.hidden_layer_kernel}{graph}"
 
 
 def time_training(specs: list[RunSpec], streams: set[str]) -> float:
@@ -174,9 +175,16 @@ def main() -> None:
         choices=["off", "on", "tf32x3"],
         help="hidden layers as one Triton GEMM each (BatchTrainer's fused_gemm; GPU)",
     )
+    parser.add_argument(
+        "--cuda-graph",
+        default="off",
+        choices=["off", "on"],
+        help="replay each trainer's step from a CUDA graph (BatchTrainer's cuda_graph; GPU)",
+    )
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args()
     os.environ["GNI_FUSED_GEMM"] = args.fused_gemm  # every trainer of this process
+    os.environ["GNI_CUDA_GRAPH"] = args.cuda_graph
     if args.cpu_scale:
         args.runs, args.seq_runs, args.width, args.hidden, args.points, args.steps = 32, 8, 128, 3, 256, 1000
     device = torch.device(args.device)

@@ -3,7 +3,8 @@ stacked batch equals its runs trained alone on the device (with cuBLAS and with 
 diverging run fails on its own (naming its step) while the others finish, and where a stacked step's
 time goes (torch.profiler, the reference sweep's network) with each way of computing the hidden
 layers: cuBLAS + the fused activation kernel, the fused GEMM in the run's precision, and the fused
-GEMM with an fp32 run's products as three TF32 products.
+GEMM with an fp32 run's products as three TF32 products — each eager and replayed from a CUDA graph
+(after checking that replayed steps equal eager ones).
 
     python benchmarks/gpu_checks.py --json out.json [--profile-runs 256] [--drift]
 """
@@ -174,10 +175,41 @@ def divergence() -> dict[str, Any]:
     }
 
 
-def profile(runs: int, mode: str, precision: str, *, fused_gemm: str = "off") -> dict[str, Any]:
-    """Time and profile steps of the reference sweep's network; ``fused_gemm`` as ``BatchTrainer``'s
-    (``"off"``: cuBLAS and the fused activation kernel). The first steps include the fused GEMM's
-    autotuning (timed separately)."""
+def graph_equivalence() -> dict[str, Any]:
+    """Largest absolute weight difference between 20 eager steps and 20 steps replayed from a CUDA
+    graph (captured after the warm-up), same runs, same kernels: expect 0. Per hidden-layer kernel."""
+    specs = [
+        spec("gni", "additive", 0, precision="fp32"),
+        spec("gni", "multiplicative", 1, precision="fp32"),
+        spec("explicit", "additive", 2, precision="fp32"),
+    ]
+    out: dict[str, Any] = {}
+    for fused_gemm in ("off", "on"):
+        eager = BatchTrainer(specs, fused_gemm=fused_gemm)
+        graphed = BatchTrainer(specs, fused_gemm=fused_gemm, cuda_graph="on")
+        for _ in range(20):
+            eager.train_step()
+            graphed.train_step()
+        _sync()
+        assert graphed.step_graph is not None
+        out[f"fused_gemm_{fused_gemm}"] = {
+            "max_abs_difference": max(
+                float((a - b).abs().max())
+                for a, b in zip(eager.net.parameters(), graphed.net.parameters(), strict=True)
+            ),
+            "replayed_steps": graphed.step_graph.replays,
+            "capture_failed": graphed.step_graph.failed,
+        }
+    return out
+
+
+def profile(
+    runs: int, mode: str, precision: str, *, fused_gemm: str = "off", cuda_graph: str = "off"
+) -> dict[str, Any]:
+    """Time and profile steps of the reference sweep's network; ``fused_gemm`` and ``cuda_graph`` as
+    ``BatchTrainer``'s (``"off"``: cuBLAS and the fused activation kernel; eager steps). The first
+    step includes the fused GEMM's autotuning (timed separately); the graph is captured in the
+    warm-up."""
     points, width = (48, 8) if SMOKE else (1024, 256)
     specs = [
         parse_run_spec(
@@ -198,7 +230,7 @@ def profile(runs: int, mode: str, precision: str, *, fused_gemm: str = "off") ->
         )
         for i in range(runs)
     ]
-    trainer = BatchTrainer(specs, fused_gemm=fused_gemm)
+    trainer = BatchTrainer(specs, fused_gemm=fused_gemm, cuda_graph=cuda_graph)
     start = time.perf_counter()
     trainer.train_step()
     _sync()
@@ -227,7 +259,7 @@ def profile(runs: int, mode: str, precision: str, *, fused_gemm: str = "off") ->
     )
     print(
         f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}, hidden layers: "
-        f"{trainer.hidden_layer_kernel}): wall {wall * 1e3:.2f} ms/step, "
+        f"{trainer.hidden_layer_kernel}, CUDA graph {cuda_graph}): wall {wall * 1e3:.2f} ms/step, "
         f"host enqueue {host * 1e3:.2f} ms/step, first step {first_step:.1f} s"
     )
     print(table)
@@ -237,6 +269,9 @@ def profile(runs: int, mode: str, precision: str, *, fused_gemm: str = "off") ->
         "precision": precision,
         "noise_stream": trainer.noise_stream,
         "hidden_layer_kernel": trainer.hidden_layer_kernel,
+        "cuda_graph": cuda_graph,
+        "graph_replayed_steps": trainer.step_graph.replays if trainer.step_graph is not None else 0,
+        "graph_capture_failed": trainer.step_graph.failed if trainer.step_graph is not None else None,
         "wall_ms_per_step": wall * 1e3,
         "first_step_s": first_step,
         "host_ms_per_step": host * 1e3,
@@ -286,17 +321,24 @@ def main() -> None:
         print(f"drift diagnosis: {out['drift_diagnosis']}", flush=True)
     if args.only_drift:
         return
+    if DEVICE == "cuda":
+        save("graph_equivalence", graph_equivalence())
+        print(f"CUDA graph vs eager: {out['graph_equivalence']}", flush=True)
     runs = args.profile_runs
+    graph = "on" if DEVICE == "cuda" else "off"
     profiles: list[dict[str, Any]] = []
     for settings in [
-        (4 * runs, "gni", "tf32", "on"),
-        (4 * runs, "gni", "tf32", "off"),
-        (runs, "gni", "fp32", "tf32x3"),
-        (runs, "gni", "fp32", "on"),
-        (runs, "gni", "fp32", "off"),
+        (4 * runs, "gni", "tf32", "on", graph),
+        (4 * runs, "gni", "tf32", "on", "off"),
+        (4 * runs, "gni", "tf32", "off", "off"),
+        (runs, "gni", "fp32", "tf32x3", graph),
+        (runs, "gni", "fp32", "tf32x3", "off"),
+        (runs, "gni", "fp32", "on", "off"),
+        (runs, "gni", "fp32", "off", graph),
+        (runs, "gni", "fp32", "off", "off"),
     ]:
-        n, mode, precision, fused_gemm = settings
-        profiles.append(profile(n, mode, precision, fused_gemm=fused_gemm))
+        n, mode, precision, fused_gemm, cuda_graph = settings
+        profiles.append(profile(n, mode, precision, fused_gemm=fused_gemm, cuda_graph=cuda_graph))
         save("profiles", profiles)
     for precision, fused_gemm in (("fp64", "off"), ("fp32", "off"), ("fp32", "on"), ("tf32", "on")):
         key = f"equivalence_{precision}" + ("_fused_gemm" if fused_gemm == "on" else "")
