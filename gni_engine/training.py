@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,21 +22,12 @@ from typing import Any
 import torch
 
 from gni_engine import __version__
-from gni_engine.counter_noise import (
-    FUSED_ACTIVATIONS,
-    REFERENCE_KERNELS,
-    CounterKernels,
-    CounterNoiseSampler,
-    CounterStreams,
-    FusedLinear,
-    cpu_kernels,
-    fused_linear_kernel,
-    gpu_kernels,
-)
+from gni_engine.counter_noise import FUSED_ACTIVATIONS, CounterNoiseSampler, CounterStreams
 from gni_engine.data import Dataset, build_dataset
 from gni_engine.errors import DivergenceError, SpecError
 from gni_engine.explicit_gradient import explicit_objective, hand_gradient_applies
 from gni_engine.heap import keep_freed_memory
+from gni_engine.kernel_choice import choose_counter_kernels, choose_fused_linear, wants_step_graph
 from gni_engine.losses import run_losses
 from gni_engine.networks import build_network
 from gni_engine.noise import NoisePlan, NoiseSampler, NoiseScales
@@ -193,7 +183,11 @@ class BatchTrainer:
         self.datasets = self._load_datasets(load)
         self.states = [RunState(s) for s in self.specs]
         self._build(noise_stream, fused_gemm)
-        self.step_graph = self._choose_step_graph(cuda_graph)
+        self.step_graph = (
+            StepGraph(lambda: self._step_work(graphed=True), self._graph_tensors)
+            if wants_step_graph(self, cuda_graph)
+            else None
+        )
 
     # ------------------------------------------------------------------------------------ set-up
     def _load_datasets(self, load: Callable[[RunSpec, torch.dtype], Dataset]) -> list[Dataset]:
@@ -246,7 +240,7 @@ class BatchTrainer:
         self.noise_generators = [make_generator(s.seed, "noise", gen_device) for s in self.specs]
         self.shuffle_generators = [make_generator(s.seed, "shuffle") for s in self.specs]
         self.analysis_generators = [make_generator(s.seed, "analysis", gen_device) for s in self.specs]
-        self.counter_kernels = self._choose_counter_kernels(noise_stream)
+        self.counter_kernels = choose_counter_kernels(self, noise_stream)
         self.noise_streams = (
             CounterStreams([derive_seed(s.seed, "noise") for s in self.specs], self.device)
             if self.counter_kernels is not None
@@ -258,8 +252,8 @@ class BatchTrainer:
             and isinstance(self.net, StackedMLP)
             and self.net.activation in FUSED_ACTIVATIONS
         )
-        self.gemm_products: str = self.precision  # the arithmetic of the fused GEMM's products
-        self.fused_linear = self._choose_fused_linear(fused_gemm)
+        # the fused GEMM and the arithmetic of its products (tf32x3 may replace an fp32 run's)
+        self.fused_linear, self.gemm_products = choose_fused_linear(self, fused_gemm)
         lr = torch.tensor([s.training.lr for s in self.specs], dtype=torch.float64, device=self.device)
         momentum = torch.tensor(
             [s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device
@@ -289,61 +283,6 @@ class BatchTrainer:
             and isinstance(self.net, StackedMLP)
             and hand_gradient_applies(self.net, self.loss, self.r_scales)
         )
-
-    def _choose_counter_kernels(self, noise_stream: str) -> CounterKernels | None:
-        source = "noise_stream"
-        if noise_stream == "auto" and "GNI_NOISE_STREAM" in os.environ:
-            noise_stream, source = os.environ["GNI_NOISE_STREAM"], "GNI_NOISE_STREAM"
-        choices = ("auto", "generator", "counter", "counter-reference")
-        if noise_stream not in choices:
-            raise ValueError(
-                f"{source}: expected one of {', '.join(map(repr, choices))}, got {noise_stream!r}"
-            )
-        if noise_stream == "generator":
-            return None
-        fits = self.net.point_sizes() is not None and self.precision != "bf16"
-        if noise_stream != "auto" and not fits:
-            raise ValueError(f"noise_stream {noise_stream!r} needs an MLP and a precision other than bf16")
-        if not fits:
-            return None
-        if noise_stream == "counter-reference":
-            return REFERENCE_KERNELS
-        compiled = gpu_kernels() if self.device.type == "cuda" else cpu_kernels()
-        if noise_stream == "counter":
-            return compiled or REFERENCE_KERNELS
-        return compiled
-
-    def _choose_fused_linear(self, fused_gemm: str | None) -> FusedLinear | None:
-        source = "fused_gemm"
-        if fused_gemm is None:
-            fused_gemm, source = os.environ.get("GNI_FUSED_GEMM", "off"), "GNI_FUSED_GEMM"
-        choices = ("off", "on", "tf32x3")
-        if fused_gemm not in choices:
-            raise ValueError(f"{source}: expected one of {', '.join(map(repr, choices))}, got {fused_gemm!r}")
-        self.gemm_products = (
-            "tf32x3" if fused_gemm == "tf32x3" and self.precision == "fp32" else self.precision
-        )
-        if fused_gemm == "off":
-            return None
-        if not self.fuse_activation or not isinstance(self.net, StackedMLP):
-            raise ValueError(
-                f"{source}: the fused GEMM computes the hidden layers of MLPs with relu or linear "
-                f"activations trained with counter noise; this batch is a {self.first.model.kind} "
-                f"({getattr(self.first.model, 'activation', '?')}) with {self.noise_stream} noise"
-            )
-        widths = [int(w.shape[2]) for w in self.net.weights[:-1]]
-        if self.dtype != torch.float32 or any(d % 4 for d in widths):
-            raise ValueError(
-                f"{source}: the fused GEMM computes float32 runs (precision fp32 or tf32) whose hidden "
-                f"widths are multiples of 4; this batch is {self.precision} with hidden widths {widths}"
-            )
-        kernel = fused_linear_kernel(self.device)
-        if kernel is None:
-            raise ValueError(
-                f"{source}: the fused-GEMM kernel cannot run on {self.device} (it needs Triton, and CUDA "
-                "or TRITON_INTERPRET=1; see the warning above)"
-            )
-        return kernel
 
     @property
     def hidden_layer_kernel(self) -> str:
@@ -473,29 +412,6 @@ class BatchTrainer:
         self.optimiser.step(grads, self.active, all_active=all_active)
 
     # -------------------------------------------------------------------------------- step graph
-    def _choose_step_graph(self, cuda_graph: str | None) -> StepGraph | None:
-        source = "cuda_graph"
-        if cuda_graph is None:
-            cuda_graph, source = os.environ.get("GNI_CUDA_GRAPH", "off"), "GNI_CUDA_GRAPH"
-        if cuda_graph not in ("off", "on"):
-            raise ValueError(f"{source}: expected 'off' or 'on', got {cuda_graph!r}")
-        if cuda_graph == "off":
-            return None
-        reasons = []
-        if self.device.type != "cuda":
-            reasons.append(f"the device is {self.device}, not CUDA")
-        if self.batch_size < self.x_train.shape[1]:
-            reasons.append("minibatches are drawn on the host (full-batch training only)")
-        if self.needs_noise and self.counter_kernels is None:
-            reasons.append("the noise comes from per-run torch.Generators, not counter streams")
-        if self.needs_r and not self.hand_gradient and self.first.training.regulariser != "exact":
-            reasons.append(f"the {self.first.training.regulariser} estimator of R draws from generators")
-        if reasons:
-            raise ValueError(
-                f"{source}: this batch cannot be replayed from a CUDA graph: {'; '.join(reasons)}"
-            )
-        return StepGraph(lambda: self._step_work(graphed=True), self._graph_tensors)
-
     def _graph_applies(self) -> bool:
         """Host view: the captured step assumes every run is still running (its masks are fixed)."""
         return self.all_running

@@ -149,7 +149,7 @@ def test_a_cuda_graph_is_refused_by_name_where_it_cannot_replay(monkeypatch: pyt
     with pytest.raises(ValueError, match="per-run torch.Generators"):
         BatchTrainer([_spec("gni", "additive", 0)], noise_stream="generator", cuda_graph="on")
     monkeypatch.setenv("GNI_CUDA_GRAPH", "1")
-    with pytest.raises(ValueError, match="GNI_CUDA_GRAPH: expected 'off' or 'on', got '1'"):
+    with pytest.raises(ValueError, match="GNI_CUDA_GRAPH: expected one of 'off', 'on', got '1'"):
         BatchTrainer([minibatch])
 
 

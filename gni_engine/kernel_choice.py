@@ -1,0 +1,109 @@
+"""How a batch computes: its noise stream, the fused GEMM, CUDA-graph replay — chosen and checked.
+
+Each choice comes from :class:`gni_engine.training.BatchTrainer`'s argument or, where that is left
+unset, an environment variable (benchmarks and worker fleets set them). An explicit request that a
+batch cannot honour is an error naming the reasons, never a silent fallback; only ``auto`` picks.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import torch
+
+from gni_engine.counter_noise import (
+    REFERENCE_KERNELS,
+    CounterKernels,
+    FusedLinear,
+    cpu_kernels,
+    fused_linear_kernel,
+    gpu_kernels,
+)
+from gni_engine.stacked import StackedMLP
+
+if TYPE_CHECKING:
+    from gni_engine.training import BatchTrainer
+
+
+def read_switch(value: str | None, argument: str, variable: str, choices: tuple[str, ...]) -> tuple[str, str]:
+    """(setting, where it came from): the argument, else the environment variable, else ``off``."""
+    setting, source = (value, argument) if value is not None else (os.environ.get(variable, "off"), variable)
+    if setting not in choices:
+        raise ValueError(f"{source}: expected one of {', '.join(map(repr, choices))}, got {setting!r}")
+    return setting, source
+
+
+def choose_counter_kernels(trainer: BatchTrainer, noise_stream: str) -> CounterKernels | None:
+    """The counter-noise kernels for ``noise_stream`` (``None``: per-run generators); ``auto`` reads
+    ``GNI_NOISE_STREAM`` when set."""
+    source = "noise_stream"
+    if noise_stream == "auto" and "GNI_NOISE_STREAM" in os.environ:
+        noise_stream, source = os.environ["GNI_NOISE_STREAM"], "GNI_NOISE_STREAM"
+    choices = ("auto", "generator", "counter", "counter-reference")
+    if noise_stream not in choices:
+        raise ValueError(f"{source}: expected one of {', '.join(map(repr, choices))}, got {noise_stream!r}")
+    if noise_stream == "generator":
+        return None
+    fits = trainer.net.point_sizes() is not None and trainer.precision != "bf16"
+    if noise_stream != "auto" and not fits:
+        raise ValueError(f"noise_stream {noise_stream!r} needs an MLP and a precision other than bf16")
+    if not fits:
+        return None
+    if noise_stream == "counter-reference":
+        return REFERENCE_KERNELS
+    compiled = gpu_kernels() if trainer.device.type == "cuda" else cpu_kernels()
+    if noise_stream == "counter":
+        return compiled or REFERENCE_KERNELS
+    return compiled
+
+
+def choose_fused_linear(trainer: BatchTrainer, fused_gemm: str | None) -> tuple[FusedLinear | None, str]:
+    """The fused-GEMM kernel (``None``: cuBLAS) and the arithmetic of its products: the run's
+    precision, or ``tf32x3`` for an fp32 run when asked."""
+    setting, source = read_switch(fused_gemm, "fused_gemm", "GNI_FUSED_GEMM", ("off", "on", "tf32x3"))
+    products = "tf32x3" if setting == "tf32x3" and trainer.precision == "fp32" else trainer.precision
+    if setting == "off":
+        return None, products
+    net = trainer.net
+    if not trainer.fuse_activation or not isinstance(net, StackedMLP):
+        model = trainer.first.model
+        raise ValueError(
+            f"{source}: the fused GEMM computes the hidden layers of MLPs with relu or linear "
+            f"activations trained with counter noise; this batch is a {model.kind} "
+            f"({getattr(model, 'activation', '?')}) with {trainer.noise_stream} noise"
+        )
+    widths = [int(w.shape[2]) for w in net.weights[:-1]]
+    if trainer.dtype != torch.float32 or any(d % 4 for d in widths):
+        raise ValueError(
+            f"{source}: the fused GEMM computes float32 runs (precision fp32 or tf32) whose hidden "
+            f"widths are multiples of 4; this batch is {trainer.precision} with hidden widths {widths}"
+        )
+    kernel = fused_linear_kernel(trainer.device)
+    if kernel is None:
+        raise ValueError(
+            f"{source}: the fused-GEMM kernel cannot run on {trainer.device} (it needs Triton, and CUDA "
+            "or TRITON_INTERPRET=1; see the warning above)"
+        )
+    return kernel, products
+
+
+def wants_step_graph(trainer: BatchTrainer, cuda_graph: str | None) -> bool:
+    """Whether to replay the step from a CUDA graph (:mod:`gni_engine.step_graph`); an ``on`` the
+    batch cannot honour is refused with every reason."""
+    setting, source = read_switch(cuda_graph, "cuda_graph", "GNI_CUDA_GRAPH", ("off", "on"))
+    if setting == "off":
+        return False
+    reasons = []
+    if trainer.device.type != "cuda":
+        reasons.append(f"the device is {trainer.device}, not CUDA")
+    if trainer.batch_size < trainer.x_train.shape[1]:
+        reasons.append("minibatches are drawn on the host (full-batch training only)")
+    if trainer.needs_noise and trainer.counter_kernels is None:
+        reasons.append("the noise comes from per-run torch.Generators, not counter streams")
+    estimator = trainer.first.training.regulariser
+    if trainer.needs_r and not trainer.hand_gradient and estimator != "exact":
+        reasons.append(f"the {estimator} estimator of R draws from generators")
+    if reasons:
+        raise ValueError(f"{source}: this batch cannot be replayed from a CUDA graph: {'; '.join(reasons)}")
+    return True
