@@ -364,8 +364,8 @@ class BatchTrainer:
     def train_step(self) -> None:
         """One optimiser step of every run (from the step graph where one is in use)."""
         graph = self.step_graph
-        if graph is not None and self._graph_applies():
-            how = graph.run(lambda: self._step_work(graphed=False), self._host_state_snapshot)
+        if graph is not None and self.all_running:  # the captured step's masks assume every run runs
+            how = graph.run(lambda: self._step_work(graphed=False), self.optimiser.host_state_snapshot)
             if how == "replayed":
                 self.optimiser.count_replayed_step()
         else:
@@ -412,10 +412,6 @@ class BatchTrainer:
         self.optimiser.step(grads, self.active, all_active=all_active)
 
     # -------------------------------------------------------------------------------- step graph
-    def _graph_applies(self) -> bool:
-        """Host view: the captured step assumes every run is still running (its masks are fixed)."""
-        return self.all_running
-
     def _graph_tensors(self) -> list[torch.Tensor]:
         """What a captured step reads or writes in place across steps (a moved one means recapture)."""
         tensors = [*self.net.parameters(), self.x_train, self.y_train, self.active, self.diverged_at]
@@ -423,10 +419,6 @@ class BatchTrainer:
         if self.noise_streams is not None:
             tensors += [self.noise_streams.keys, self.noise_streams.base]
         return tensors
-
-    def _host_state_snapshot(self) -> Callable[[], None]:
-        """What a step's Python code changes on the host (the optimiser's counters), and its undo."""
-        return self.optimiser.host_state_snapshot()
 
     @property
     def all_running(self) -> bool:

@@ -47,7 +47,7 @@ class CpuStandIn(StepGraph):
         with torch.no_grad():
             for t, saved in zip(self._watched(), before, strict=True):
                 t.copy_(saved)
-        return _Replay(self._step, self.trainer._host_state_snapshot)
+        return _Replay(self._step, self.trainer.optimiser.host_state_snapshot)
 
 
 def _spec(mode: str, kind: str, seed: int, activation: str = "relu", **training: Any) -> RunSpec:
