@@ -86,11 +86,13 @@ def equivalence(precision: str, fused_gemm: str = "off") -> dict[str, Any]:
 
 def counter_kernel() -> dict[str, Any]:
     """The Triton kernels against their pure-torch definitions: normals, injection and its backward,
-    and every variant of the fused bias–activation–noise kernel (forward, gradients of z and b)."""
+    and the fused bias–activation–noise kernel (forward, gradients of z and b)."""
     from gni_engine.counter_activation_triton import compare_fused_with_reference
     from gni_engine.counter_noise_triton import compare_with_reference
 
-    return {**compare_with_reference(DEVICE), **compare_fused_with_reference(DEVICE)}
+    # the variants training compiles (every variant was checked on the H100 and runs in the tests
+    # under the interpreter): each variant costs the card a compilation
+    return {**compare_with_reference(DEVICE), **compare_fused_with_reference(DEVICE, every_variant=False)}
 
 
 def fused_gemm_kernel() -> dict[str, Any]:
@@ -327,15 +329,15 @@ def main() -> None:
     runs = args.profile_runs
     graph = "on" if DEVICE == "cuda" else "off"
     profiles: list[dict[str, Any]] = []
-    for settings in [
+    for settings in [  # most telling first: a cut-short call keeps them
         (4 * runs, "gni", "tf32", "on", graph),
-        (4 * runs, "gni", "tf32", "on", "off"),
         (4 * runs, "gni", "tf32", "off", "off"),
         (runs, "gni", "fp32", "tf32x3", graph),
-        (runs, "gni", "fp32", "tf32x3", "off"),
-        (runs, "gni", "fp32", "on", "off"),
-        (runs, "gni", "fp32", "off", graph),
         (runs, "gni", "fp32", "off", "off"),
+        (4 * runs, "gni", "tf32", "on", "off"),
+        (runs, "gni", "fp32", "tf32x3", "off"),
+        (runs, "gni", "fp32", "off", graph),
+        (runs, "gni", "fp32", "on", "off"),
     ]:
         n, mode, precision, fused_gemm, cuda_graph = settings
         profiles.append(profile(n, mode, precision, fused_gemm=fused_gemm, cuda_graph=cuda_graph))
