@@ -22,7 +22,8 @@ tests, and wherever no compiled kernel is usable but counter noise is asked for)
 vectorised draw is about three times cheaper than a ``torch.Generator``'s);
 :mod:`gni_engine.counter_noise_triton` is the fused GPU kernel (and
 :mod:`gni_engine.counter_activation_triton` the one that also applies a hidden layer's bias and
-activation: :func:`reference_activator` is its definition). Each is checked against the definition
+activation: :func:`reference_activator` is its definition; :mod:`gni_engine.fused_linear_triton`,
+opt-in, folds the layer's matrix product in too). Each is checked against the definition
 when first used, and in the tests (``benchmarks/gpu_checks.py`` on a GPU): the normals agree to
 float32 rounding of log, cos and sin; a wrong integer word would differ by O(1).
 """
@@ -349,7 +350,8 @@ class CounterNoiseSampler:
         precision: str = "fp32",
     ) -> None:
         """``linear``: the fused-GEMM kernel, for the hidden layers it applies to (the others take a
-        matrix product and ``kernels.activate``); ``precision``: the run's, for its products."""
+        matrix product and ``kernels.activate``); ``precision``: the arithmetic of the fused GEMM's
+        products (the run's precision, or ``tf32x3`` for an fp32 run)."""
         if plan.point_sizes is None:
             raise ValueError("counter noise needs the injection points' sizes (MLPs)")
         self.plan = plan
