@@ -24,6 +24,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="skip each run's figures (1-2 s of drawing a run: in a large sweep more than the training)",
     )
+    parser.add_argument(
+        "--figure-processes",
+        type=positive_int,
+        metavar="N",
+        help="processes that draw the runs' figures (default: one per available core)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--preset",
@@ -40,10 +46,22 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=handle_run)
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
 def handle_run(args: argparse.Namespace) -> int:
     from gni_engine.errors import SpecError
     from gni_engine.sweep import load_spec_file
 
+    if args.no_figures and args.figure_processes is not None:
+        raise SpecError("--figure-processes says who draws the figures; --no-figures draws none")
     if args.preset is not None:
         if args.spec is not None:
             raise SpecError("give a spec file or --preset NAME, not both")
@@ -56,7 +74,12 @@ def handle_run(args: argparse.Namespace) -> int:
         raise SpecError("give a spec file (or --preset NAME)")
     sweep = load_spec_file(args.spec)
     return run_sweep_to_folder(
-        sweep, args.out, batch=not args.no_batch, quiet=args.quiet, figures=not args.no_figures
+        sweep,
+        args.out,
+        batch=not args.no_batch,
+        quiet=args.quiet,
+        figures=not args.no_figures,
+        figure_processes=args.figure_processes,
     )
 
 
@@ -69,7 +92,13 @@ def run_preset_to_folder(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
 
     out = run_preset(
-        args.preset, args.out, steps=args.steps, seeds=args.seeds, batch=not args.no_batch, progress=say
+        args.preset,
+        args.out,
+        steps=args.steps,
+        seeds=args.seeds,
+        batch=not args.no_batch,
+        progress=say,
+        figure_processes=args.figure_processes,
     )
     results = json.loads((out / "results.json").read_text())
     failed = [r for r in results["runs"] if r["status"] != "succeeded"]
@@ -80,7 +109,15 @@ def run_preset_to_folder(args: argparse.Namespace) -> int:
     return 0 if not failed else 1
 
 
-def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool, figures: bool = True) -> int:
+def run_sweep_to_folder(
+    sweep: Any,
+    out: Path,
+    *,
+    batch: bool,
+    quiet: bool,
+    figures: bool = True,
+    figure_processes: int | None = None,
+) -> int:
     """Expand, train and write every run of ``sweep`` under ``out``; print a summary table."""
     from gni_engine.execution import execute_runs
     from gni_engine.sweep import expand_sweep
@@ -94,7 +131,9 @@ def run_sweep_to_folder(sweep: Any, out: Path, *, batch: bool, quiet: bool, figu
     specs = [spec for _, spec in runs]
     progress = _Progress(sum(s.training.steps for s in specs), quiet=quiet)
     try:
-        outcomes = execute_runs(specs, out_dirs, progress, batch=batch, figures=figures)
+        outcomes = execute_runs(
+            specs, out_dirs, progress, batch=batch, figures=figures, figure_processes=figure_processes
+        )
     finally:
         progress.close()
     if not single:

@@ -217,13 +217,18 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _figures(state: RunState, trainer: BatchTrainer, e: int, out_dir: Path) -> dict[str, Path]:
+def _figures(
+    states: Sequence[RunState], trainer: BatchTrainer, out_dirs: Sequence[Path], processes: int | None
+) -> list[dict[str, Path]]:
+    """Each succeeded run's figures as ``{"figures/<name>": path}`` (empty for the others)."""
     try:
-        from gni_engine.figures import run_figures
-    except ImportError:
-        return {}
-    files: dict[str, Path] = run_figures(state, trainer.datasets[e], out_dir / "figures")
-    return {f"figures/{p.name}": p for p in files.values()}
+        from gni_engine.figures.processes import FigureJob, draw_figures
+    except ImportError:  # matplotlib is an optional dependency of the engine
+        return [{} for _ in states]
+    drawn = [e for e, state in enumerate(states) if state.status == "succeeded"]
+    jobs = [FigureJob(states[e], trainer.datasets[e], out_dirs[e] / "figures") for e in drawn]
+    files = dict(zip(drawn, draw_figures(jobs, processes), strict=True))
+    return [{f"figures/{p.name}": p for p in files.get(e, {}).values()} for e in range(len(states))]
 
 
 def execute_runs(
@@ -234,12 +239,15 @@ def execute_runs(
     batch: bool = True,
     checkpoints: RunCheckpoints | None = None,
     figures: bool = True,
+    figure_processes: int | None = None,
 ) -> list[RunOutcome]:
     """Train every run (stacked in batches unless ``batch`` is false) and write its files.
 
     With ``checkpoints``, each batch resumes from its runs' last checkpoints when it can (see
     :class:`RunCheckpoints`) and saves new ones as it trains. ``figures=False`` skips each run's
-    figures (a second or two of drawing a run, often more than its training in a large sweep).
+    figures (a second or two of drawing a run, often more than its training in a large sweep);
+    ``figure_processes`` says how many processes draw them (``None``: one per available core; see
+    :mod:`gni_engine.figures.processes`).
     """
     if len(specs) != len(out_dirs):
         raise ValueError(f"{len(specs)} specs but {len(out_dirs)} output folders")
@@ -249,7 +257,17 @@ def execute_runs(
         for i in indices:
             if hooks is not None:
                 hooks.on_start(i)
-        outcomes.update(_execute_batch(specs, out_dirs, indices, hooks, checkpoints, figures=figures))
+        outcomes.update(
+            _execute_batch(
+                specs,
+                out_dirs,
+                indices,
+                hooks,
+                checkpoints,
+                figures=figures,
+                figure_processes=figure_processes,
+            )
+        )
     return [outcomes[i] for i in range(len(specs))]
 
 
@@ -346,6 +364,7 @@ def _execute_batch(
     checkpoints: RunCheckpoints | None = None,
     *,
     figures: bool = True,
+    figure_processes: int | None = None,
 ) -> dict[int, RunOutcome]:
     try:
         trainer = BatchTrainer([specs[i] for i in indices], callbacks=_BatchHooks(hooks, indices))
@@ -358,11 +377,12 @@ def _execute_batch(
             )
     except GNIError as error:
         return {i: RunOutcome(i, "failed", {}, error.message) for i in indices}
+    batch_dirs = [out_dirs[i] for i in indices]
+    drawn = _figures(states, trainer, batch_dirs, figure_processes) if figures else [{} for _ in states]
     out: dict[int, RunOutcome] = {}
-    for e, (i, state) in enumerate(zip(indices, states, strict=True)):
+    for i, state, figure_files in zip(indices, states, drawn, strict=True):
         files = write_run_files(state, out_dirs[i], label=os.path.basename(out_dirs[i]))
-        if state.status == "succeeded" and figures:
-            files.update(_figures(state, trainer, e, out_dirs[i]))
+        files.update(figure_files)
         status: Literal["succeeded", "failed", "cancelled"] = (
             "succeeded"
             if state.status == "succeeded"

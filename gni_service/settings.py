@@ -39,7 +39,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from sqlalchemy.engine import make_url
 
 from gni_engine.errors import SpecError
@@ -117,6 +125,13 @@ class ServiceSettings(BaseModel):
     figures_lease_s: float = Field(
         600.0, gt=0, description="A claim on drawing an experiment's figures expires after this long."
     )
+    figure_processes: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Processes that draw a trained batch's run figures, the worker's own included "
+        "(unset: one per core the worker may use; with several workers on a node, share the cores).",
+    )
     figures_max_attempts: int = Field(
         3, ge=1, le=100, description="Claims on an experiment's figures before they are marked failed."
     )
@@ -189,6 +204,12 @@ class ServiceSettings(BaseModel):
     rate_limit_redis_timeout_s: float = Field(
         0.05, gt=0, le=5, description="Longest wait on the rate limit's Redis before letting a request pass."
     )
+
+    @field_validator("figure_processes", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: object) -> object:
+        # Compose passes an unset variable through as "" (``${GNI_FIGURE_PROCESSES:-}``).
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _safe_outside_development(self) -> ServiceSettings:

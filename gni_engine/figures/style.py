@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from gni_engine.recording import MetricRow
@@ -48,19 +49,20 @@ def save(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
 def _save_locked(fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
     engine = fig.get_layout_engine()
     if engine is not None:  # lay out once, not once per format: saving is most of a figure's cost
-        fig.canvas.draw_idle()
         engine.execute(fig)
         fig.set_layout_engine("none")
     files: dict[str, Path] = {}
-    for fmt in FORMATS:
-        path = out_dir / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=150 if fmt == "png" else None, metadata=_metadata(fmt))
-        files[path.name] = path
+    # A fixed salt for the SVG's element ids (random by default) and no creation date: the same runs
+    # give byte-identical figures, in whichever process drew them.
+    with rc_context({"svg.hashsalt": "gni"}):
+        for fmt in FORMATS:
+            path = out_dir / f"{stem}.{fmt}"
+            fig.savefig(path, dpi=150 if fmt == "png" else None, metadata=_metadata(fmt))
+            files[path.name] = path
     return files
 
 
 def _metadata(fmt: str) -> dict[str, Any]:
-    # No creation date in SVGs, so the same runs give byte-identical figures.
     return {"Date": None} if fmt == "svg" else {}
 
 

@@ -79,12 +79,17 @@ def run_label(coords: Coordinates) -> str:
 
 
 def _trained_runs(
-    variant: str, expanded: list[tuple[Coordinates, RunSpec]], runs_dir: Path, batch: bool
+    variant: str,
+    expanded: list[tuple[Coordinates, RunSpec]],
+    runs_dir: Path,
+    batch: bool,
+    figure_processes: int | None,
 ) -> list[PresetRun]:
     specs = [spec for _, spec in expanded]
     labels = [run_label(c) for c, _ in expanded]
     collector = _Collector(len(specs))
-    outcomes = execute_runs(specs, [runs_dir / label for label in labels], collector, batch=batch)
+    out_dirs = [runs_dir / label for label in labels]
+    outcomes = execute_runs(specs, out_dirs, collector, batch=batch, figure_processes=figure_processes)
     return [
         PresetRun(variant, label, coords, spec, o.status, o.error, collector.rows[o.index], dict(o.summary))
         for (coords, spec), label, o in zip(expanded, labels, outcomes, strict=True)
@@ -113,12 +118,14 @@ def run_preset(
     batch: bool = True,
     overrides: Mapping[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    figure_processes: int | None = None,
 ) -> Path:
     """Run preset ``name`` (every variant) into ``out_dir`` and return that folder.
 
     ``steps`` / ``seeds`` scale the paper's settings down (None: the paper's); ``batch=False`` trains
     runs one at a time instead of stacked; ``overrides`` (dotted paths of the base run) shrink it
-    further, e.g. ``{"model.hidden": [64, 64]}``. ``progress`` receives one line per stage.
+    further, e.g. ``{"model.hidden": [64, 64]}``. ``progress`` receives one line per stage;
+    ``figure_processes`` is as in :func:`~gni_engine.execution.execute_runs`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +143,8 @@ def run_preset(
         if name == "regulariser-validity":
             variant_runs = _validity_runs(variant, expanded)
         else:
-            variant_runs = _trained_runs(variant, expanded, out / variant / "runs", batch)
+            runs_dir = out / variant / "runs"
+            variant_runs = _trained_runs(variant, expanded, runs_dir, batch, figure_processes)
         say(f"{name} [{variant}]: done in {time.perf_counter() - t0:.1f} s")
         runs.extend(variant_runs)
         done = [(r.coords, r.spec, r.metrics, r.summary) for r in variant_runs if r.status == "succeeded"]

@@ -91,7 +91,14 @@ def execute_batch(context: BatchContext, runs: Sequence[ClaimedRun]) -> None:
                 specs = [RunSpec.model_validate(run.spec) for run in runs]
                 for out_dir in out_dirs:
                     out_dir.mkdir(parents=True, exist_ok=True)
-                outcomes = execute_runs(specs, out_dirs, recorder, batch=True, checkpoints=checkpoints)
+                outcomes = execute_runs(
+                    specs,
+                    out_dirs,
+                    recorder,
+                    batch=True,
+                    checkpoints=checkpoints,
+                    figure_processes=settings.figure_processes,
+                )
                 _retry(context, recorder.flush, "recording metrics")
                 trained = time.perf_counter()
             except Exception as error:

@@ -82,3 +82,14 @@ def test_services_are_health_gated_and_the_worker_reserves_a_gpu(env_file):
     assert services["cpu-worker"]["environment"]["GNI_WORKER_QUEUES"] == "cpu"
     assert services["api"]["environment"]["GNI_EXECUTOR"] == "celery"
     assert set(config["volumes"]) >= {"postgres-data", "redis-data", "minio-data"}
+
+
+def test_every_service_environment_is_valid_settings(env_file):
+    from gni_service.settings import ServiceSettings
+
+    config = json.loads(_config(env_file, "--format", "json").stdout)
+    for name, service in config["services"].items():
+        environment = {k: v for k, v in (service.get("environment") or {}).items() if v is not None}
+        if any(k.startswith("GNI_") for k in environment):
+            settings = ServiceSettings.from_env(environment)
+            assert settings.figure_processes is None, name  # unset in .env: every core
