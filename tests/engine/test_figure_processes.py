@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import sys
 from pathlib import Path
 
@@ -120,3 +121,22 @@ def test_gni_run_rejects_figure_processes_it_cannot_use(tmp_path: Path, capsys):
     args = ["run", str(spec), "--out", str(tmp_path / "x"), "--figure-processes", "2", "--no-figures"]
     assert main(args) == 2
     assert "--no-figures draws none" in capsys.readouterr().err
+
+
+def _draw_in_a_daemon(jobs: list[FigureJob], answers) -> None:
+    try:
+        answers.put([sorted(files) for files in draw_figures(jobs, processes=2, min_runs_per_process=1)])
+    except BaseException as error:  # reported to the test, which fails naming it
+        answers.put(repr(error))
+
+
+def test_a_daemonic_process_can_draw_with_children(light, tmp_path: Path):
+    """A Celery prefork child is daemonic: multiprocessing would refuse it children, subprocess does not."""
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    jobs = _jobs(light, tmp_path)[:2]
+    daemon = context.Process(target=_draw_in_a_daemon, args=(jobs, answers), daemon=True)
+    daemon.start()
+    drawn = answers.get(timeout=120)
+    daemon.join(timeout=10)
+    assert drawn == [sorted(["loss_curves.png", "loss_curves.svg", "layer_norms.png", "layer_norms.svg"])] * 2
