@@ -93,6 +93,15 @@ class ExperimentCreate(Strict):
             "it) instead of training again; the others are queued."
         ),
     )
+    run_figures: bool = Field(
+        True,
+        description=(
+            "Draw each run's own figures (loss curves, learned function, spectrum, spectral dynamics, "
+            "layer norms, reliability, margins: PNG and SVG; 1-3 s of a CPU core a run). False: the runs "
+            "store their numbers and weights only, for large sweeps; the experiment's comparison "
+            "figures are drawn either way."
+        ),
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -171,6 +180,7 @@ class ExperimentOut(BaseModel):
         description="The experiment's comparison figures: drawn once it finishes (failed: see figures_error)."
     )
     figures_error: str | None = Field(description="Why the figures could not be drawn or stored.")
+    run_figures: bool = Field(description="Whether each run gets its own figures (see the create request).")
     links: dict[str, str]
 
     @classmethod
@@ -218,6 +228,7 @@ class ExperimentOut(BaseModel):
             finished_at=experiment.finished_at,
             figures_state=FiguresState(experiment.figures_state).value,
             figures_error=experiment.figures_error,
+            run_figures=experiment.run_figures,
             links={
                 "self": base,
                 "runs": f"{base}/runs",

@@ -85,19 +85,24 @@ def create_experiment(
     preset: str | None = None,
     owner: str | None = None,
     reuse_results: bool = False,
+    run_figures: bool = True,
 ) -> tuple[Experiment, list[str]]:
     """Store the experiment and its queued runs; returns it with the keys of the batches to train.
 
     With ``reuse_results``, runs whose spec the owner already trained with this engine version are
     stored succeeded instead, with that run's results (see :mod:`gni_service.reuse`); an
     experiment made only of such runs is finished at once. The caller commits, then announces the
-    batch keys to the executor (see :func:`submit_experiment`).
+    batch keys to the executor (see :func:`submit_experiment`). ``run_figures=False``: the runs are
+    trained without their own figures (a reused run then may come from any experiment; with
+    figures, only from one that drew them).
     """
     expanded = expand_and_plan(sweep, max_runs=max_runs)
     now = utcnow()
     hashes = [spec.spec_hash() for spec in expanded.specs]
     reusable = (
-        find_reusable(session, hashes, owner=owner, engine_version=engine_version) if reuse_results else {}
+        find_reusable(session, hashes, owner=owner, engine_version=engine_version, with_figures=run_figures)
+        if reuse_results
+        else {}
     )
     experiment = Experiment(
         id=new_id("exp"),
@@ -119,6 +124,7 @@ def create_experiment(
         updated_at=now,
         figures_state=FiguresState.pending.value,
         figures_attempts=0,
+        run_figures=run_figures,
     )
     session.add(experiment)
     session.flush()
@@ -171,6 +177,7 @@ def submit_experiment(
     preset: str | None = None,
     owner: str | None = None,
     reuse_results: bool = False,
+    run_figures: bool = True,
 ) -> Experiment:
     """Create the experiment, commit, and hand its batches to the executor."""
     experiment, batch_keys = create_experiment(
@@ -181,6 +188,7 @@ def submit_experiment(
         preset=preset,
         owner=owner,
         reuse_results=reuse_results,
+        run_figures=run_figures,
     )
     session.commit()
     executor.enqueue(batch_keys)

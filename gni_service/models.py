@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -147,6 +148,8 @@ class Experiment(Base):
     figures_claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     figures_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     figures_error: Mapped[str | None] = mapped_column(Text)
+    # Whether each run gets its own figures (the comparison figures above are drawn either way).
+    run_figures: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     __table_args__ = (
         Index(None, "created_at", "id"),

@@ -64,9 +64,18 @@ class ReusableRun:
 
 
 def find_reusable(
-    session: Session, spec_hashes: Collection[str], *, owner: str | None, engine_version: str
+    session: Session,
+    spec_hashes: Collection[str],
+    *,
+    owner: str | None,
+    engine_version: str,
+    with_figures: bool = True,
 ) -> dict[str, ReusableRun]:
-    """For each spec hash that has one, the most recently finished trained run to reuse."""
+    """For each spec hash that has one, the most recently finished trained run to reuse.
+
+    ``with_figures``: only runs of experiments that drew their runs' figures (a reused run carries
+    its source's artifacts, so a run without figures cannot stand in for one with them).
+    """
     dialect = session.get_bind().dialect.name
     owned: ColumnElement[bool] = Experiment.owner.is_(None) if owner is None else Experiment.owner == owner
     hashes = sorted(set(spec_hashes))
@@ -84,6 +93,8 @@ def find_reusable(
             )
             .order_by(Run.finished_at.desc(), Run.id)
         )
+        if with_figures:
+            statement = statement.where(Experiment.run_figures.is_(True))
         for spec_hash, run_id, summary, device in session.execute(statement):
             found.setdefault(spec_hash, ReusableRun(run_id, dict(summary), device))
     return found

@@ -116,6 +116,7 @@ def create_experiment_route(
         preset=preset,
         owner=principal.owner,
         reuse_results=body.reuse_results,
+        run_figures=body.run_figures,
     )
     if body.reuse_results:  # only the runs left to train count; a 429 rolls the creation back
         check_active_runs(session, principal.owner, experiment.n_queued, context.settings, stored=True)

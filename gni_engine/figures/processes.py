@@ -83,10 +83,10 @@ def draw_figures(
     chunks = deal(len(jobs), available_cpus() if processes is None else processes, min_runs_per_process)
     results: dict[int, dict[str, Path]] = {}
     with tempfile.TemporaryDirectory(prefix="gni-figures-") as scratch:
-        children = [
-            _start_child([jobs[i] for i in chunk], Path(scratch), n) for n, chunk in enumerate(chunks[1:], 1)
-        ]
+        children: list[_Child] = []
         try:
+            for n, chunk in enumerate(chunks[1:], 1):
+                children.append(_start_child([jobs[i] for i in chunk], Path(scratch), n))
             results.update(zip(chunks[0], _draw_here([jobs[i] for i in chunks[0]]), strict=True))
             for chunk, child in zip(chunks[1:], children, strict=True):
                 drawn = child.finish()

@@ -29,7 +29,7 @@ from gni_service.executor.experiment_figures import store_experiment_figures
 from gni_service.executor.recorder import BatchRecorder, Heartbeat
 from gni_service.executor.retrying import is_infrastructure_error, retry_infrastructure
 from gni_service.experiments import refresh_experiment
-from gni_service.models import RunStatus, utcnow
+from gni_service.models import Experiment, RunStatus, utcnow
 from gni_service.settings import ServiceSettings
 from gni_service.storage import ArtifactStore
 
@@ -84,6 +84,7 @@ def execute_batch(context: BatchContext, runs: Sequence[ClaimedRun]) -> None:
         min_interval_s=settings.checkpoint_min_interval_s,
         on_started=recorder.restart_metrics,
     )
+    run_figures = _retry(context, lambda: _draws_run_figures(context, runs), "reading the experiment")
     started = time.perf_counter()
     try:
         with Heartbeat(recorder, settings.heartbeat_interval_s):
@@ -97,6 +98,7 @@ def execute_batch(context: BatchContext, runs: Sequence[ClaimedRun]) -> None:
                     recorder,
                     batch=True,
                     checkpoints=checkpoints,
+                    figures=run_figures,
                     figure_processes=settings.figure_processes,
                 )
                 _retry(context, recorder.flush, "recording metrics")
@@ -133,6 +135,13 @@ def execute_batch(context: BatchContext, runs: Sequence[ClaimedRun]) -> None:
         )
     finally:
         _remove_quietly(out_dirs)
+
+
+def _draws_run_figures(context: BatchContext, runs: Sequence[ClaimedRun]) -> bool:
+    """Whether the batch's experiment asked for each run's figures (a batch is one experiment's)."""
+    with context.database.reading() as session:
+        wanted = session.scalar(select(Experiment.run_figures).where(Experiment.id == runs[0].experiment_id))
+    return wanted is not False
 
 
 def _retry(context: BatchContext, action: Callable[[], T], what: str) -> T:

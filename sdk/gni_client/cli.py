@@ -82,6 +82,11 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="take the results of runs with the same spec you already trained instead of training again",
     )
+    submit.add_argument(
+        "--no-figures",
+        action="store_true",
+        help="no figures of each run (numbers and weights only; the experiment's figures are drawn anyway)",
+    )
     submit.add_argument("--wait", action="store_true", help="wait for the runs and print their summary")
     submit.add_argument("--wait-timeout", type=float, default=None, help="seconds to wait at most")
     submit.set_defaults(handler=_entry(handle_submit))
@@ -304,6 +309,7 @@ def handle_submit(args: argparse.Namespace, client: Client) -> int:
             name=args.name,
             dry_run=args.dry_run,
             reuse_results=args.reuse_results,
+            run_figures=not args.no_figures,
         )
     else:
         result = client.experiments.create(
@@ -313,6 +319,7 @@ def handle_submit(args: argparse.Namespace, client: Client) -> int:
             name=args.name,
             dry_run=args.dry_run,
             reuse_results=args.reuse_results,
+            run_figures=not args.no_figures,
         )
     if isinstance(result, ExperimentPlan):
         if args.json:

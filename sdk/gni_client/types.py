@@ -122,6 +122,7 @@ class Experiment(Model):
     finished_at: datetime | None = None
     figures_state: Literal["pending", "drawing", "drawn", "failed"] = "pending"
     figures_error: str | None = None
+    run_figures: bool = True
     links: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -41,7 +41,7 @@ def test_plan_groups_by_architecture_and_respects_cap_and_memory():
 
 def test_execute_runs_writes_loadable_files(tmp_path: Path):
     specs = [_spec(seed=0), _spec(seed=1, training={"steps": 6, "mode": "explicit"})]
-    outcomes = execute_runs(specs, [tmp_path / "a", tmp_path / "b"])
+    outcomes = execute_runs(specs, [tmp_path / "a", tmp_path / "b"], figures=False)
     assert [o.status for o in outcomes] == ["succeeded", "succeeded"]
     results = json.loads((tmp_path / "a" / "results.json").read_text())
     assert results["spec_hash"] == specs[0].spec_hash()
@@ -65,7 +65,7 @@ def test_missing_data_fails_only_its_batch(tmp_path: Path):
             "training": {"steps": 2},
         }
     )
-    outcomes = execute_runs([image, _spec()], [tmp_path / "x", tmp_path / "y"])
+    outcomes = execute_runs([image, _spec()], [tmp_path / "x", tmp_path / "y"], figures=False)
     assert outcomes[0].status == "failed" and "nowhere" in (outcomes[0].error or "")
     assert outcomes[1].status == "succeeded"
 
@@ -79,7 +79,16 @@ def test_gni_run_command_sweep_and_no_batch_agree(tmp_path: Path, capsys):
         "axes:\n  training.mode: [baseline, gni]\n  seed: [0, 1]\n"
     )
     assert main(["run", str(spec_file), "--out", str(tmp_path / "batched"), "--quiet"]) == 0
-    assert main(["run", str(spec_file), "--out", str(tmp_path / "single"), "--quiet", "--no-batch"]) == 0
+    single = [
+        "run",
+        str(spec_file),
+        "--out",
+        str(tmp_path / "single"),
+        "--quiet",
+        "--no-batch",
+        "--no-figures",
+    ]
+    assert main(single) == 0
     out = capsys.readouterr().out
     assert "training.mode" in out and "succeeded" in out
     a = json.loads((tmp_path / "batched" / "sweep.json").read_text())["runs"]
@@ -126,7 +135,7 @@ def test_gni_run_rejects_a_bad_spec_without_traceback(tmp_path: Path):
 
 
 def test_results_record_device_and_precision(tmp_path: Path):
-    outcome = execute_runs([_spec()], [tmp_path / "r"])[0]
+    outcome = execute_runs([_spec()], [tmp_path / "r"], figures=False)[0]
     assert outcome.summary["device"] == "cpu"
     assert outcome.summary["precision"] == "fp32"
     assert outcome.summary["engine_version"]

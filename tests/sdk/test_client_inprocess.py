@@ -4,6 +4,7 @@ over httpx's ASGITransport; runs train for real in the app's executor."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from gni_client import (
@@ -15,6 +16,7 @@ from gni_client import (
     SpecValidationError,
     UnprocessableEntityError,
 )
+from gni_client.cli import build_parser, handle_submit
 
 
 def test_sweep_end_to_end(client, tiny_spec, tmp_path):
@@ -129,3 +131,21 @@ async def test_async_client_end_to_end(async_client: AsyncClient, tiny_spec):
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def test_runs_without_their_figures_from_the_sdk_and_the_command_line(client, tiny_spec, tmp_path, capsys):
+    created = client.experiments.create(spec=tiny_spec, run_figures=False)
+    assert created.run_figures is False
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(tiny_spec))
+    assert (
+        handle_submit(build_parser().parse_args(["submit", str(spec), "--no-figures", "--json"]), client) == 0
+    )
+    submitted = client.experiments.get(json.loads(capsys.readouterr().out)["id"])
+    assert submitted.run_figures is False
+    for experiment in (created, submitted):
+        done = client.experiments.wait(experiment.id, timeout=120, poll_interval=0.2, progress=False)
+        assert done.status == "succeeded"
+        [run] = client.runs.list(experiment.id)
+        names = {artifact.name for artifact in client.artifacts.list(run_id=run.id)}
+        assert "results.json" in names and not {name for name in names if name.startswith("figures/")}

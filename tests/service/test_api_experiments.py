@@ -34,6 +34,17 @@ def test_create_expands_the_sweep_stores_runs_and_enqueues_batches(client, sessi
     assert len({run.spec_hash for run in runs}) == 12
 
 
+def test_run_figures_is_stored_shown_and_checked(client, session, tiny_spec):
+    assert _create(client, tiny_spec, {}).json()["run_figures"] is True
+    body = {"base": tiny_spec, "run_figures": False}
+    created = client.post("/v1/experiments", json=body)
+    assert created.status_code == 202 and created.json()["run_figures"] is False
+    assert session.get(Experiment, created.json()["id"]).run_figures is False
+    assert client.get(f"/v1/experiments/{created.json()['id']}").json()["run_figures"] is False
+    refused = client.post("/v1/experiments", json={**body, "run_figures": "sometimes"})
+    assert refused.status_code == 422 and "run_figures" in refused.text
+
+
 def test_dry_run_plans_without_storing(client, session, executor, tiny_spec):
     before = session.scalar(select(func.count()).select_from(Experiment))
     response = client.post(

@@ -113,7 +113,7 @@ def test_a_sweep_over_http_matches_the_engine(server, tiny_spec, tmp_path, asser
         ]
 
         specs = [RunSpec.model_validate(r["spec"]) for r in runs]
-        direct = execute_runs(specs, [tmp_path / "direct" / str(i) for i in range(len(specs))])
+        direct = execute_runs(specs, [tmp_path / "direct" / str(i) for i in range(len(specs))], figures=False)
         for run, outcome in zip(runs, direct, strict=True):
             assert outcome.status == "succeeded"
             assert_same_summary(run["summary"], outcome.summary)

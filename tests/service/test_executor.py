@@ -36,10 +36,12 @@ def service(fresh_url: str, tmp_path: Path):
     context.close(timeout=30)
 
 
-def _submit(context, spec: dict, axes: dict) -> str:
+def _submit(context, spec: dict, axes: dict, *, run_figures: bool = True) -> str:
     sweep = SweepSpec(base=RunSpec.model_validate(spec), axes=axes)
     with context.database.writing() as session:
-        experiment = submit_experiment(session, context.executor, sweep, name="t", max_runs=100)
+        experiment = submit_experiment(
+            session, context.executor, sweep, name="t", max_runs=100, run_figures=run_figures
+        )
         return experiment.id
 
 
@@ -91,7 +93,7 @@ def test_runs_train_and_match_the_engine_called_directly(service, tiny_spec, tmp
         time.sleep(0.1)
 
     specs = [RunSpec.model_validate(run.spec) for run in runs]
-    direct = execute_runs(specs, [tmp_path / "direct" / str(i) for i in range(4)])
+    direct = execute_runs(specs, [tmp_path / "direct" / str(i) for i in range(4)], figures=False)
     for run, outcome in zip(runs, direct, strict=True):
         assert run.summary is not None and run.device == "cpu"
         assert_same_summary(run.summary, outcome.summary)
@@ -108,7 +110,7 @@ def test_runs_train_and_match_the_engine_called_directly(service, tiny_spec, tmp
     assert metric_rows == len(csv_rows) > 0
     assert experiment_status == RunStatus.succeeded
     names = {a.name: a for a in artifacts}
-    assert {"results.json", "model.safetensors", "metrics.csv"} <= set(names)
+    assert {"results.json", "model.safetensors", "metrics.csv", "figures/loss_curves.png"} <= set(names)
     for artifact in artifacts:
         path = service.settings.resolved_artifact_dir / artifact.key
         assert file_digest(path) == (artifact.size, artifact.sha256)
@@ -132,7 +134,7 @@ def test_a_batch_is_claimed_once(service, tiny_spec):
 
 
 def test_runs_left_running_by_a_dead_process_are_requeued(service, tiny_spec):
-    experiment_id = _submit(service, tiny_spec, {"seed": [0, 1]})
+    experiment_id = _submit(service, tiny_spec, {"seed": [0, 1]}, run_figures=False)
     with service.database.transaction() as session:
         claimed = claim_batch(session, next_queued_batch(session))
         insert_metric_points(session, claimed[0].id, [("train_loss", 0, 1.0)])

@@ -131,4 +131,6 @@ def test_reuse_and_figure_columns_migrate_without_losing_rows(fresh_url):
     with engine.connect() as connection:
         states = dict(connection.execute(select(Experiment.id, Experiment.figures_state)).all())
     assert states == {"exp_with": "drawn", "exp_without": "pending"}
+    with engine.connect() as connection:  # experiments from before the choice drew their runs' figures
+        assert connection.scalars(select(Experiment.run_figures)).all() == [True, True]
     engine.dispose()

@@ -38,11 +38,17 @@ def context(fresh_url: str, tmp_path: Path):
     database.dispose()
 
 
-def _create(context, spec, axes, *, owner="alice", reuse=True) -> tuple[str, list[str]]:
+def _create(context, spec, axes, *, owner="alice", reuse=True, run_figures=True) -> tuple[str, list[str]]:
     sweep = SweepSpec(base=RunSpec.model_validate(spec), axes=axes)
     with context.database.transaction() as session:
         experiment, keys = create_experiment(
-            session, sweep, name="reuse", max_runs=50, owner=owner, reuse_results=reuse
+            session,
+            sweep,
+            name="reuse",
+            max_runs=50,
+            owner=owner,
+            reuse_results=reuse,
+            run_figures=run_figures,
         )
         return experiment.id, keys
 
@@ -136,6 +142,22 @@ def test_a_mixed_sweep_reuses_what_was_trained_and_trains_the_rest(context, tiny
     record = _experiment(context, mixed_id)
     assert (record.status, record.n_succeeded, record.n_queued) == (RunStatus.succeeded, 3, 0)
     assert record.figures_state == FiguresState.drawn  # drawn from reused and trained runs alike
+
+
+def test_runs_trained_without_figures_stand_in_only_where_none_are_wanted(context, tiny_spec):
+    bare_id, keys = _create(context, tiny_spec, {"seed": [0]}, reuse=False, run_figures=False)
+    _train(context, keys)
+    [bare] = _runs(context, bare_id)
+    names = [a.name for a in _artifacts(context, bare.id)]
+    assert bare.status == RunStatus.succeeded and {"results.json", "model.safetensors"} <= set(names)
+    assert not [name for name in names if name.startswith("figures/")]
+    record = _experiment(context, bare_id)
+    assert record.run_figures is False and record.figures_state == FiguresState.drawn  # comparisons drawn
+
+    [wants] = _runs(context, _create(context, tiny_spec, {"seed": [0]})[0])
+    assert (wants.reused_from, wants.status) == (None, RunStatus.queued)
+    [takes] = _runs(context, _create(context, tiny_spec, {"seed": [0]}, run_figures=False)[0])
+    assert (takes.reused_from, takes.status) == (bare.id, RunStatus.succeeded)
 
 
 def test_a_fully_reused_experiment_finishes_at_once_and_the_reaper_draws_its_figures(context, tiny_spec):
