@@ -36,11 +36,18 @@ def with_steps(steps: int) -> dict:
     return {**LONG_SPEC, "training": {**LONG_SPEC["training"], "steps": steps}}
 
 
-def submit(database: Database, spec: dict, axes: dict | None = None) -> tuple[str, list[str]]:
-    """A new experiment's id and its batch keys (to announce to the executor)."""
+def submit(
+    database: Database, spec: dict, axes: dict | None = None, *, run_figures: bool = False
+) -> tuple[str, list[str]]:
+    """A new experiment's id and its batch keys (to announce to the executor).
+
+    Its runs draw no figures of their own unless asked: these tests are about what survives faults,
+    and drawing costs seconds a run (the experiment's comparison figures are drawn either way).
+    """
+    sweep = SweepSpec.model_validate({"base": spec, "axes": axes or {}})
     with database.transaction() as session:
         experiment, keys = create_experiment(
-            session, SweepSpec.model_validate({"base": spec, "axes": axes or {}}), name="fault", max_runs=50
+            session, sweep, name="fault", max_runs=50, run_figures=run_figures
         )
         return experiment.id, keys
 

@@ -38,7 +38,8 @@ def context(fresh_url: str, tmp_path: Path):
     database.dispose()
 
 
-def _create(context, spec, axes, *, owner="alice", reuse=True, run_figures=True) -> tuple[str, list[str]]:
+def _create(context, spec, axes, *, owner="alice", reuse=True, run_figures=False) -> tuple[str, list[str]]:
+    # No figures of each run unless a test asks: drawing costs seconds a run and reuse copies them anyway.
     sweep = SweepSpec(base=RunSpec.model_validate(spec), axes=axes)
     with context.database.transaction() as session:
         experiment, keys = create_experiment(
@@ -145,7 +146,7 @@ def test_a_mixed_sweep_reuses_what_was_trained_and_trains_the_rest(context, tiny
 
 
 def test_runs_trained_without_figures_stand_in_only_where_none_are_wanted(context, tiny_spec):
-    bare_id, keys = _create(context, tiny_spec, {"seed": [0]}, reuse=False, run_figures=False)
+    bare_id, keys = _create(context, tiny_spec, {"seed": [0]}, reuse=False)
     _train(context, keys)
     [bare] = _runs(context, bare_id)
     names = [a.name for a in _artifacts(context, bare.id)]
@@ -154,9 +155,9 @@ def test_runs_trained_without_figures_stand_in_only_where_none_are_wanted(contex
     record = _experiment(context, bare_id)
     assert record.run_figures is False and record.figures_state == FiguresState.drawn  # comparisons drawn
 
-    [wants] = _runs(context, _create(context, tiny_spec, {"seed": [0]})[0])
+    [wants] = _runs(context, _create(context, tiny_spec, {"seed": [0]}, run_figures=True)[0])
     assert (wants.reused_from, wants.status) == (None, RunStatus.queued)
-    [takes] = _runs(context, _create(context, tiny_spec, {"seed": [0]}, run_figures=False)[0])
+    [takes] = _runs(context, _create(context, tiny_spec, {"seed": [0]})[0])
     assert (takes.reused_from, takes.status) == (bare.id, RunStatus.succeeded)
 
 
