@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from sqlalchemy import delete, select
@@ -52,6 +54,43 @@ def describe(name: str) -> tuple[str, str, str]:
     return kind, content_type, extension
 
 
+@dataclass(frozen=True)
+class ArtifactUpload:
+    """A file to store as an artifact of an experiment (``run_id``: of one of its runs)."""
+
+    source: Path
+    name: str
+    experiment_id: str
+    run_id: str | None
+
+
+def store_artifacts(
+    session: Session, store: ArtifactStore, uploads: Sequence[ArtifactUpload], *, threads: int = 1
+) -> list[Artifact]:
+    """:func:`store_artifact` for each upload, ``threads`` uploads at a time; records added in order.
+
+    The uploads overlap their round trips to the store (two per object on S3: the upload and the
+    check), which is most of recording a large batch. The session is only touched here, in this
+    thread. The first failed upload raises once the uploads under way have ended (the ones not yet
+    started are dropped); no record is added then.
+    """
+    if threads < 1:
+        raise ValueError(f"upload threads must be at least 1, got {threads}")
+    if threads == 1 or len(uploads) < 2:
+        artifacts = [upload_artifact(store, upload) for upload in uploads]
+    else:
+        with ThreadPoolExecutor(min(threads, len(uploads)), thread_name_prefix="gni-upload") as pool:
+            futures = [pool.submit(upload_artifact, store, upload) for upload in uploads]
+            try:
+                artifacts = [future.result() for future in futures]
+            except BaseException:
+                for future in futures:  # a store that is down: not one more wait per file
+                    future.cancel()
+                raise
+    session.add_all(artifacts)
+    return artifacts
+
+
 def store_artifact(
     session: Session,
     store: ArtifactStore,
@@ -65,6 +104,14 @@ def store_artifact(
 
     Raises :class:`StorageError` unless the stored copy is verified against the source.
     """
+    artifact = upload_artifact(store, ArtifactUpload(source, name, experiment_id, run_id))
+    session.add(artifact)
+    return artifact
+
+
+def upload_artifact(store: ArtifactStore, upload: ArtifactUpload) -> Artifact:
+    """Store the file and verify the copy; the record it gets, not yet added to any session."""
+    source, name, experiment_id, run_id = upload.source, upload.name, upload.experiment_id, upload.run_id
     kind, content_type, extension = describe(name)
     artifact_id = new_id("art")
     owner = f"runs/{run_id}" if run_id else "experiment"
@@ -86,7 +133,6 @@ def store_artifact(
         sha256=stored.sha256,
         created_at=utcnow(),
     )
-    session.add(artifact)
     return artifact
 
 

@@ -43,6 +43,8 @@ def s3_client(settings: ServiceSettings, *, endpoint_url: str | None = None) -> 
             connect_timeout=5,
             read_timeout=60,
             retries={"max_attempts": 3, "mode": "standard"},
+            # One connection per concurrent upload (and a few for the API's own calls).
+            max_pool_connections=max(10, settings.artifact_upload_threads + 4),
         ),
     )
     return client

@@ -21,7 +21,7 @@ from sqlalchemy import bindparam, select, update
 
 from gni_engine.errors import GNIError
 from gni_engine.spec import RunSpec
-from gni_service.artifacts import store_artifact
+from gni_service.artifacts import ArtifactUpload, store_artifacts
 from gni_service.db import Database
 from gni_service.executor.checkpoints import StoredCheckpoints
 from gni_service.executor.claims import ClaimedRun, requeue_runs, runs_table
@@ -167,22 +167,19 @@ def _record_outcomes(
     finished: list[tuple[ClaimedRun, RunStatus, str | None, dict[str, Any]]] = []
     with context.database.transaction() as session:
         held = _held_runs(session, runs)
+        uploads: list[ArtifactUpload] = []
         for outcome in outcomes:
             run = runs[outcome.index]
             if run.id in interrupted or run.id not in held:
                 continue
             status = RunStatus(outcome.status)
             files = outcome.files if status == RunStatus.succeeded else {}
-            for name, path in sorted(files.items()):
-                store_artifact(
-                    session,
-                    context.store,
-                    Path(path),
-                    name=name,
-                    experiment_id=run.experiment_id,
-                    run_id=run.id,
-                )
+            uploads += [
+                ArtifactUpload(Path(path), name, run.experiment_id, run.id)
+                for name, path in sorted(files.items())
+            ]
             finished.append((run, status, outcome.error, outcome.summary))
+        store_artifacts(session, context.store, uploads, threads=context.settings.artifact_upload_threads)
         # The artifact records go in with the first statement, as one multi-row insert.
         _finish_runs(session, finished)
         requeue_runs(session, interrupted, reason="re-queued: the executor stopped while it was running")

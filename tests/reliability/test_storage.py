@@ -28,10 +28,13 @@ class FlakyStore(LocalArtifactStore):
         super().__init__(root)
         self.failures = failures
         self.corrupt = corrupt
+        self._lock = threading.Lock()  # uploads run in several threads
 
     def put_file(self, key: str, source: Path, content_type: str) -> StoredObject:
-        if key.startswith("experiments/") and self.failures > 0:
-            self.failures -= 1
+        with self._lock:
+            refuse = key.startswith("experiments/") and self.failures > 0
+            self.failures -= refuse
+        if refuse:
             raise StorageError("the store is unreachable")
         stored = super().put_file(key, source, content_type)
         return replace(stored, sha256="0" * 64) if self.corrupt and key.startswith("experiments/") else stored
