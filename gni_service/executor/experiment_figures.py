@@ -32,7 +32,7 @@ from sqlalchemy import ColumnElement, Table, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from gni_engine.spec import RunSpec
-from gni_service.artifacts import store_artifact
+from gni_service.artifacts import ArtifactUpload, store_artifacts
 from gni_service.db import Database
 from gni_service.models import (
     FINISHED_STATUSES,
@@ -233,15 +233,11 @@ def _store(
             if not _settle(session, claim, FiguresState.drawn, None):
                 log.warning("the figures of %s were claimed again meanwhile: not stored", experiment_id)
                 return []
-            for name, path in sorted(files.items()):
-                store_artifact(
-                    session,
-                    store,
-                    Path(path),
-                    name=f"figures/{name}",
-                    experiment_id=experiment_id,
-                    run_id=None,
-                )
+            uploads = [
+                ArtifactUpload(Path(path), f"figures/{name}", experiment_id, None)
+                for name, path in sorted(files.items())
+            ]
+            store_artifacts(session, store, uploads, threads=settings.artifact_upload_threads)
     except (StorageError, OSError) as error:
         # The store is away: give the claim back for a later attempt, or give up past the last.
         log.exception("could not store the figures of experiment %s", experiment_id)
