@@ -93,3 +93,4 @@ def test_every_service_environment_is_valid_settings(env_file):
         if any(k.startswith("GNI_") for k in environment):
             settings = ServiceSettings.from_env(environment)
             assert settings.figure_processes is None, name  # unset in .env: every core
+            assert settings.artifact_upload_threads == 8, name
