@@ -22,7 +22,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--no-figures",
         action="store_true",
-        help="skip each run's figures (1-2 s of drawing a run: in a large sweep more than the training)",
+        help="skip each run's figures (1-3 s of drawing a run: in a large sweep more than the training)",
     )
     parser.add_argument(
         "--figure-processes",

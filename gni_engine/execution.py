@@ -245,7 +245,7 @@ def execute_runs(
 
     With ``checkpoints``, each batch resumes from its runs' last checkpoints when it can (see
     :class:`RunCheckpoints`) and saves new ones as it trains. ``figures=False`` skips each run's
-    figures (a second or two of drawing a run, often more than its training in a large sweep);
+    figures (1–3 s of drawing a run on one core, often more than its training in a large sweep);
     ``figure_processes`` says how many processes draw them (``None``: one per available core; see
     :mod:`gni_engine.figures.processes`).
     """
