@@ -172,8 +172,9 @@ def main() -> None:
     parser.add_argument(
         "--fused-gemm",
         default="off",
-        choices=["off", "on", "tf32x3"],
-        help="hidden layers as one Triton GEMM each (BatchTrainer's fused_gemm; GPU)",
+        choices=["off", "on", "tf32x3", "fold"],
+        help="hidden layers as one Triton GEMM each, or cuBLAS with the folded activation kernels "
+        "(fold) (BatchTrainer's fused_gemm; GPU)",
     )
     parser.add_argument(
         "--cuda-graph",

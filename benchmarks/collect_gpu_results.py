@@ -13,7 +13,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-SWEEP_FILES = ("batching_tf32", "batching_fp32", "batching_tf32_fused_gemm", "batching_fp32_fused_gemm")
+SWEEP_FILES = (
+    "batching_tf32",
+    "batching_fp32",
+    "batching_tf32_fold",
+    "batching_fp32_fold",
+    "batching_tf32_fused_gemm",
+    "batching_fp32_fused_gemm",
+)
 ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times")
 ANCHOR_FILES = ("anchor", "anchor_compiled")
 

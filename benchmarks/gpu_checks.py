@@ -1,12 +1,12 @@
 """GPU checks that CPU tests cannot make: the Triton kernels equal their definitions on the card, a
-stacked batch equals its runs trained alone on the device (with cuBLAS and with the fused GEMM), a
-diverging run fails on its own (naming its step) while the others finish, and where a stacked step's
-time goes (torch.profiler, the reference sweep's network) with each way of computing the hidden
-layers: cuBLAS + the fused activation kernel, the fused GEMM in the run's precision, and the fused
-GEMM with an fp32 run's products as three TF32 products — each eager and replayed from a CUDA graph
-(after checking that replayed steps equal eager ones).
+stacked batch equals its runs trained alone on the device (cuBLAS with the fused activation kernel,
+and with the folded kernels), a diverging run fails on its own (naming its step) while the others
+finish, replayed CUDA-graph steps equal eager ones, and where a stacked step's time goes
+(torch.profiler, the reference sweep's network) with each way of computing the hidden layers.
+``--fused-gemm`` adds the fused GEMM (in the run's precision, and an fp32 run's products as three
+TF32 products): its checks and profiles, whose autotuning compiles for minutes.
 
-    python benchmarks/gpu_checks.py --json out.json [--profile-runs 256] [--drift]
+    python benchmarks/gpu_checks.py --json out.json [--profile-runs 256] [--drift] [--fused-gemm]
 """
 
 from __future__ import annotations
@@ -95,6 +95,23 @@ def counter_kernel() -> dict[str, Any]:
     return {**compare_with_reference(DEVICE), **compare_fused_with_reference(DEVICE, every_variant=False)}
 
 
+def folded_kernel() -> dict[str, Any]:
+    """The folded activation kernels (``fused_gemm="fold"``) against their definition, fp64 and fp32:
+    one-input and 20-input layers in the variants a ReLU network trains with."""
+    from gni_engine.folded_activation_triton import compare_folded_with_reference
+
+    start = time.perf_counter()
+    differences = compare_folded_with_reference(DEVICE, every_variant=False)
+    worst = max(differences, key=lambda k: differences[k])
+    return {
+        "checks": len(differences),
+        "worst": worst,
+        "worst_relative_difference": differences[worst],
+        "nan_kept": differences["nan_kept"],
+        "seconds_with_compilation": time.perf_counter() - start,
+    }
+
+
 def fused_gemm_kernel() -> dict[str, Any]:
     """The fused GEMM against its definition (float64 ``bmm`` + activation + counter noise), relative
     to the largest reference value, for each arithmetic of its products: IEEE fp32 (expect ~1e-6),
@@ -177,7 +194,7 @@ def divergence() -> dict[str, Any]:
     }
 
 
-def graph_equivalence() -> dict[str, Any]:
+def graph_equivalence(kernels: tuple[str, ...]) -> dict[str, Any]:
     """Largest absolute weight difference between 20 eager steps and 20 steps replayed from a CUDA
     graph (captured after the warm-up), same runs, same kernels: expect 0. Per hidden-layer kernel."""
     specs = [
@@ -186,7 +203,7 @@ def graph_equivalence() -> dict[str, Any]:
         spec("explicit", "additive", 2, precision="fp32"),
     ]
     out: dict[str, Any] = {}
-    for fused_gemm in ("off", "on"):
+    for fused_gemm in kernels:
         eager = BatchTrainer(specs, fused_gemm=fused_gemm)
         graphed = BatchTrainer(specs, fused_gemm=fused_gemm, cuda_graph="on")
         for _ in range(20):
@@ -295,6 +312,12 @@ def main() -> None:
         "--drift", action="store_true", help="also diagnose the fp32 E = 1 drift (answered on the H100)"
     )
     parser.add_argument(
+        "--fused-gemm",
+        action="store_true",
+        help="also check and profile the fused GEMM (its autotuning compiles for minutes; it ran at "
+        "half cuBLAS's speed on an H200)",
+    )
+    parser.add_argument(
         "--only-drift", action="store_true", help="the kernel checks and the drift diagnosis only"
     )
     args = parser.parse_args()
@@ -316,36 +339,52 @@ def main() -> None:
             f"{out['counter_kernel'][worst]:.3g}",
             flush=True,
         )
-        save("fused_gemm_kernel", fused_gemm_kernel())
-        print(f"fused GEMM vs reference: {out['fused_gemm_kernel']}", flush=True)
+        save("folded_kernel", folded_kernel())
+        print(f"folded activation kernels vs reference: {out['folded_kernel']}", flush=True)
+        if args.fused_gemm:
+            save("fused_gemm_kernel", fused_gemm_kernel())
+            print(f"fused GEMM vs reference: {out['fused_gemm_kernel']}", flush=True)
     if args.drift or args.only_drift:
         save("drift_diagnosis", drift_diagnosis())
         print(f"drift diagnosis: {out['drift_diagnosis']}", flush=True)
     if args.only_drift:
         return
+    kernels = ("off", "fold", "on") if args.fused_gemm else ("off", "fold")
     if DEVICE == "cuda":
-        save("graph_equivalence", graph_equivalence())
+        save("graph_equivalence", graph_equivalence(kernels))
         print(f"CUDA graph vs eager: {out['graph_equivalence']}", flush=True)
     runs = args.profile_runs
     graph = "on" if DEVICE == "cuda" else "off"
-    profiles: list[dict[str, Any]] = []
-    for settings in [  # most telling first: a cut-short call keeps them
-        (4 * runs, "gni", "tf32", "on", graph),
+    settings_list = [  # most telling first: a cut-short call keeps them
         (4 * runs, "gni", "tf32", "off", "off"),
-        (runs, "gni", "fp32", "tf32x3", graph),
+        (4 * runs, "gni", "tf32", "fold", "off"),
         (runs, "gni", "fp32", "off", "off"),
-        (4 * runs, "gni", "tf32", "on", "off"),
-        (runs, "gni", "fp32", "tf32x3", "off"),
+        (runs, "gni", "fp32", "fold", "off"),
+        (4 * runs, "gni", "tf32", "fold", graph),
         (runs, "gni", "fp32", "off", graph),
-        (runs, "gni", "fp32", "on", "off"),
-    ]:
-        n, mode, precision, fused_gemm, cuda_graph = settings
+    ]
+    if args.fused_gemm:
+        settings_list += [
+            (4 * runs, "gni", "tf32", "on", graph),
+            (runs, "gni", "fp32", "tf32x3", graph),
+            (4 * runs, "gni", "tf32", "on", "off"),
+            (runs, "gni", "fp32", "tf32x3", "off"),
+            (runs, "gni", "fp32", "on", "off"),
+        ]
+    profiles: list[dict[str, Any]] = []
+    for n, mode, precision, fused_gemm, cuda_graph in settings_list:
         profiles.append(profile(n, mode, precision, fused_gemm=fused_gemm, cuda_graph=cuda_graph))
         save("profiles", profiles)
-    for precision, fused_gemm in (("fp64", "off"), ("fp32", "off"), ("fp32", "on"), ("tf32", "on")):
-        key = f"equivalence_{precision}" + ("_fused_gemm" if fused_gemm == "on" else "")
+    for precision, fused_gemm in [
+        ("fp64", "off"),
+        ("fp32", "off"),
+        ("fp64", "fold"),
+        ("fp32", "fold"),
+        *([("fp32", "on"), ("tf32", "on")] if args.fused_gemm else []),
+    ]:
+        key = f"equivalence_{precision}" + {"off": "", "fold": "_fold", "on": "_fused_gemm"}[fused_gemm]
         save(key, equivalence(precision, fused_gemm))
-        print(f"equivalence {precision}, fused GEMM {fused_gemm}: {out[key]}", flush=True)
+        print(f"equivalence {precision}, hidden layers {fused_gemm}: {out[key]}", flush=True)
     save("divergence", divergence())
     print(f"divergence: {out['divergence']}", flush=True)
 

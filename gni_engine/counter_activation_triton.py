@@ -30,6 +30,7 @@ from gni_engine.counter_noise_triton import BLOCK, _grid, _normals
 def _activate_inject_kernel(  # type: ignore[no-untyped-def]
     z_ptr,
     bias_ptr,
+    w_ptr,
     grad_ptr,
     dst_ptr,
     add_ptr,
@@ -45,22 +46,33 @@ def _activate_inject_kernel(  # type: ignore[no-untyped-def]
     NOISE: tl.constexpr,
     MULTIPLICATIVE: tl.constexpr,
     BACKWARD: tl.constexpr,
+    FROM_INPUT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     """Forward: h = φ(z + b) + s ε (a + m φ(z + b)); backward: g_z = g (1 + s m ε) φ'(z + b).
 
     φ is ReLU or the identity. Same counters and value layout as ``_inject_kernel``, so the noise is
     the noise the separate injection would draw. ReLU as ``where(u < 0, 0, u)`` keeps a NaN (as
-    ``torch.relu`` does), so divergence still reaches the loss.
+    ``torch.relu`` does), so divergence still reaches the loss. ``FROM_INPUT`` (forward only): a layer
+    of one input, z = x w computed here from x (E, N, 1) at ``z_ptr`` and w (E, 1, width) at
+    ``w_ptr`` (as ``fma(x, w, b)`` with a bias: the rounding the folded backward recomputes).
     """
     e = tl.program_id(0)
     b = tl.program_id(1)
     offs = b.to(tl.int64) * (4 * BLOCK) + tl.arange(0, 4 * BLOCK)
     mask = offs < n
     row = e.to(tl.int64) * n
-    u = tl.load(z_ptr + row + offs, mask=mask, other=0.0)
-    if HAS_BIAS:
-        u = u + tl.load(bias_ptr + e.to(tl.int64) * width + offs % width, mask=mask, other=0.0)
+    if FROM_INPUT:
+        x = tl.load(z_ptr + e.to(tl.int64) * (n // width) + offs // width, mask=mask, other=0.0)
+        w = tl.load(w_ptr + e.to(tl.int64) * width + offs % width, mask=mask, other=0.0)
+        if HAS_BIAS:
+            u = tl.fma(x, w, tl.load(bias_ptr + e.to(tl.int64) * width + offs % width, mask=mask, other=0.0))
+        else:
+            u = x * w
+    else:
+        u = tl.load(z_ptr + row + offs, mask=mask, other=0.0)
+        if HAS_BIAS:
+            u = u + tl.load(bias_ptr + e.to(tl.int64) * width + offs % width, mask=mask, other=0.0)
     if NOISE and (MULTIPLICATIVE or not BACKWARD):
         j = b * BLOCK + tl.arange(0, BLOCK)
         key = tl.load(keys_ptr + e)
@@ -166,11 +178,14 @@ def _launch_activate(
     noise: bool,
     has_multiplicative: bool,
     backward: bool,
+    weight: torch.Tensor | None = None,
 ) -> None:
-    n = z[0].numel()
-    _activate_inject_kernel[_grid(z.shape[0], n)](
+    """One launch of the kernel; ``weight`` (E, 1, width): z holds a one-input layer's x (forward)."""
+    n = dst[0].numel()
+    _activate_inject_kernel[_grid(dst.shape[0], n)](
         z,
         bias if bias is not None else z,
+        weight if weight is not None else z,
         grad,
         dst,
         additive,
@@ -179,13 +194,14 @@ def _launch_activate(
         starts,
         point_offset,
         n,
-        z.shape[-1],
+        dst.shape[-1],
         sign,
         HAS_BIAS=bias is not None,
         RELU=relu,
         NOISE=noise,
         MULTIPLICATIVE=has_multiplicative,
         BACKWARD=backward,
+        FROM_INPUT=weight is not None,
         BLOCK=BLOCK,
     )
 

@@ -246,13 +246,16 @@ LinearActivator = Callable[
 
 @dataclass(frozen=True)
 class FusedLinear:
-    """A hidden layer's matrix product, bias, activation and noise as one kernel
-    (:mod:`gni_engine.fused_linear_triton`): ``applies(h, w, activation)`` says whether it computes a
-    layer, ``apply`` takes :data:`LinearActivator`'s arguments (the activator's, with h and W in place
-    of z, and the run's precision last)."""
+    """A hidden layer's matrix product, bias, activation and noise computed together: one GEMM
+    (:mod:`gni_engine.fused_linear_triton`, ``fused-gemm``) or cuBLAS and the folded activation
+    kernels (:mod:`gni_engine.folded_activation_triton`, ``gemm+folded-activation``).
+    ``applies(h, w, activation)`` says whether it computes a layer, ``apply`` takes
+    :data:`LinearActivator`'s arguments (the activator's, with h and W in place of z, and the run's
+    precision last); ``label`` is what results record."""
 
     applies: Callable[[torch.Tensor, torch.Tensor, str], bool]
     apply: LinearActivator
+    label: str = "fused-gemm"
 
 
 def gpu_kernels() -> CounterKernels | None:
@@ -311,25 +314,53 @@ def fused_linear_kernel(device: torch.device) -> FusedLinear | None:
     """The fused-GEMM kernel for ``device``, or ``None`` where it cannot run there: it needs Triton,
     and CUDA or Triton's CPU interpreter (``TRITON_INTERPRET=1``, the tests). Checked against its
     definition once per process, with a warning on failure."""
-    return _probe_fused_linear(device.type)
+    return _probe_layer_kernel("fused-gemm", device.type)
+
+
+def folded_kernel(device: torch.device) -> FusedLinear | None:
+    """cuBLAS products with the folded activation kernels for ``device``, or ``None`` where they
+    cannot run there (as :func:`fused_linear_kernel`)."""
+    return _probe_layer_kernel("gemm+folded-activation", device.type)
 
 
 @functools.cache
-def _probe_fused_linear(device_type: str) -> FusedLinear | None:
+def _probe_layer_kernel(label: str, device_type: str) -> FusedLinear | None:
     try:
-        from gni_engine import fused_linear_triton as fused
-
-        if device_type != ("cpu" if fused.INTERPRETED else "cuda"):
+        module = _layer_module(label)
+        if device_type != ("cpu" if module.INTERPRETED else "cuda"):
             raise RuntimeError(
                 f"Triton compiles for CUDA devices (or interprets on the CPU), not {device_type}"
             )
-        differences = fused.compare_linear_with_reference(device_type, every_variant=False)
+        differences = module.compare(device_type, every_variant=False)
         if max(differences.values()) > 1e-5:
             raise RuntimeError(f"kernel and reference disagree: {differences}")
     except Exception as error:  # ImportError, a compiler or driver error, a wrong result
-        log.warning("fused-GEMM kernel unusable on %s (%s)", device_type, error)
+        log.warning("%s kernel unusable on %s (%s)", label, device_type, error)
         return None
-    return FusedLinear(fused.applies, fused.linear_activate_gpu)
+    return FusedLinear(module.applies, module.layer, label)
+
+
+@dataclass(frozen=True)
+class _LayerModule:
+    applies: Callable[[torch.Tensor, torch.Tensor, str], bool]
+    layer: LinearActivator
+    compare: Callable[..., dict[str, float]]
+    INTERPRETED: bool
+
+
+def _layer_module(label: str) -> _LayerModule:
+    """The Triton module behind a whole-layer kernel (imports Triton)."""
+    if label == "fused-gemm":
+        from gni_engine import fused_linear_triton as fused
+
+        return _LayerModule(
+            fused.applies, fused.linear_activate_gpu, fused.compare_linear_with_reference, fused.INTERPRETED
+        )
+    from gni_engine import folded_activation_triton as folded
+
+    return _LayerModule(
+        folded.applies, folded.folded_activate_gpu, folded.compare_folded_with_reference, folded.INTERPRETED
+    )
 
 
 class CounterNoiseSampler:
@@ -403,3 +434,99 @@ class CounterNoiseSampler:
             return self.kernels.activate(torch.bmm(h, w), bias, activation, *noise, *flags)
 
         return apply
+
+
+def compare_layer_with_reference(
+    layer: LinearActivator,
+    device: str | torch.device,
+    *,
+    precision: str = "fp32",
+    every_variant: bool = True,
+    every_first_layer: bool = False,
+    dtype: torch.dtype = torch.float32,
+    label: str = "layer",
+) -> dict[str, float]:
+    """Largest differences between a whole-layer kernel (:data:`LinearActivator`: the fused GEMM,
+    the folded activation) and its definition — ``bmm``, then :func:`reference_activator`, in
+    float64 on the CPU: the output and the gradients of h, W and b, relative to the reference's
+    largest value, computed in ``dtype`` on ``device``. Shapes leave partial tiles (37 examples, 24
+    outputs). A layer of 20 inputs is checked in every variant (bias or not, relu or linear, noise
+    or not, multiplicative or not); a layer of one input (a network's first) in the variants a ReLU
+    network's training compiles, or in every variant with ``every_first_layer``;
+    ``every_variant=False`` checks only the trained variants. ``nan_kept`` is 1 where a NaN in h did
+    not reach the output (of a one-input or a four-input layer)."""
+    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
+    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
+    generator = torch.Generator().manual_seed(2)
+    out: dict[str, float] = {}
+    trained = [(True, "relu", True, True), (True, "relu", True, False)]
+    every = [
+        (b, act, noise, mult)
+        for b in (True, False)
+        for act in ("relu", "linear")
+        for noise in (True, False)
+        for mult in (True, False)
+    ]
+    for d_in in (1, 20):
+        variants = every if every_variant and (d_in > 1 or every_first_layer) else trained
+        h = torch.randn(3, 37, d_in, dtype=torch.float64, generator=generator)
+        w = torch.randn(3, d_in, 24, dtype=torch.float64, generator=generator) / d_in**0.5
+        bias = torch.randn(3, 1, 24, dtype=torch.float64, generator=generator)
+        g = torch.randn(3, 37, 24, dtype=torch.float64, generator=generator)
+        for has_bias, activation, noise, multiplicative in variants:
+            a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
+            m = torch.tensor([0.0, 0.3, 0.2] if multiplicative else [0.0, 0.0, 0.0], dtype=torch.float64)
+            sign = -1.0 if multiplicative else 1.0
+            settings = (11, sign, noise, multiplicative)
+            leaves = [h.clone().requires_grad_(True), w.clone().requires_grad_(True)]
+            if has_bias:
+                leaves.append(bias.clone().requires_grad_(True))
+            ref = reference_activator(
+                torch.bmm(leaves[0], leaves[1]),
+                leaves[2] if has_bias else None,
+                activation,
+                a,
+                m,
+                keys,
+                starts,
+                *settings,
+            )
+            ref_grads = torch.autograd.grad(ref, leaves, g)
+            mine = [t.detach().to(device=device, dtype=dtype).requires_grad_(True) for t in leaves]
+            got = layer(
+                mine[0],
+                mine[1],
+                mine[2] if has_bias else None,
+                activation,
+                a.to(device, dtype),
+                m.to(device, dtype),
+                keys.to(device),
+                starts.to(device),
+                *settings,
+                precision,
+            )
+            got_grads = torch.autograd.grad(got, mine, g.to(device, dtype))
+            name = (
+                f"{label}_k{d_in}_{activation}{'_bias' if has_bias else ''}{'_noise' if noise else ''}"
+                f"{'_mult' if multiplicative else ''}"
+            )
+            for part, theirs, mine_value in zip(
+                ("out", "grad_h", "grad_w", "grad_b"), (ref, *ref_grads), (got, *got_grads), strict=False
+            ):
+                scale = float(theirs.detach().abs().max()) or 1.0
+                out[f"{name}_{part}"] = (
+                    float((mine_value.detach().cpu().double() - theirs.detach()).abs().max()) / scale
+                )
+    zero = torch.zeros(1, device=device, dtype=dtype)
+    nan_lost = 0.0
+    for d_in in (1, 4):
+        nan_h = torch.zeros(1, 2, d_in, device=device, dtype=dtype)
+        nan_h[0, 1, d_in - 1] = float("nan")
+        ones = torch.ones(1, d_in, 4, device=device, dtype=dtype)
+        kept = layer(
+            nan_h, ones, None, "relu", zero, zero, keys[:1].to(device), starts[:1].to(device),
+            0, 1.0, False, False, precision,
+        )  # fmt: skip
+        nan_lost = max(nan_lost, 0.0 if bool(torch.isnan(kept[0, 1]).all()) else 1.0)
+    out["nan_kept"] = nan_lost
+    return out

@@ -57,6 +57,19 @@ def _normals(c, key, BLOCK: tl.constexpr):  # type: ignore[no-untyped-def]
 
 
 @triton.jit
+def _noise_tile(  # type: ignore[no-untyped-def]
+    keys_ptr, starts_ptr, e, point_offset, rows, col0, N: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
+):
+    """(BM, BN) normals of run e at rows ``rows``, columns col0 … col0 + BN − 1 of its (·, N) block
+    (N, col0 and BN multiples of 4): the values the flat layout above puts there."""
+    quads = (col0 // 4 + tl.arange(0, BN // 4)).to(tl.int64)
+    c = tl.load(starts_ptr + e) + point_offset + rows.to(tl.int64)[:, None] * (N // 4) + quads[None, :]
+    z0, z1, z2, z3 = _normal_words(c, tl.load(keys_ptr + e))
+    # [r, q, p, t] = z_{2p+t} of counter q: row r's values 4q … 4q + 3 in order
+    return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [BM, BN])
+
+
+@triton.jit
 def _inject_kernel(  # type: ignore[no-untyped-def]
     src_ptr,
     dst_ptr,

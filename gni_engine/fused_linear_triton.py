@@ -37,7 +37,7 @@ import triton
 import triton.language as tl
 
 from gni_engine.counter_noise import FUSED_ACTIVATIONS
-from gni_engine.counter_noise_triton import _normal_words
+from gni_engine.counter_noise_triton import _noise_tile
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 DOT_PRECISION = {"fp32": "ieee", "tf32": "tf32", "tf32x3": "tf32x3"}
@@ -45,18 +45,6 @@ MAX_VALUES_PER_RUN = 2**31 - 1  # offsets inside one run's block are 32-bit
 
 
 # ------------------------------------------------------------------------------------- tile helpers
-@triton.jit
-def _noise_tile(  # type: ignore[no-untyped-def]
-    keys_ptr, starts_ptr, e, point_offset, rows, col0, N: tl.constexpr, BM: tl.constexpr, BN: tl.constexpr
-):
-    """(BM, BN) normals of run e at rows ``rows``, columns col0 … col0 + BN − 1 (all multiples of 4)."""
-    quads = (col0 // 4 + tl.arange(0, BN // 4)).to(tl.int64)
-    c = tl.load(starts_ptr + e) + point_offset + rows.to(tl.int64)[:, None] * (N // 4) + quads[None, :]
-    z0, z1, z2, z3 = _normal_words(c, tl.load(keys_ptr + e))
-    # [r, q, p, t] = z_{2p+t} of counter q: row r's values 4q … 4q + 3 in order
-    return tl.reshape(tl.join(tl.join(z0, z2), tl.join(z1, z3)), [BM, BN])
-
-
 @triton.jit
 def _gated_gradient(  # type: ignore[no-untyped-def]
     g_run,
@@ -474,95 +462,13 @@ def linear_activate_gpu(
 def compare_linear_with_reference(
     device: str | torch.device = "cuda", *, precision: str = "fp32", every_variant: bool = True
 ) -> dict[str, float]:
-    """Largest differences between the fused GEMM and its definition (``bmm``, then
-    :func:`gni_engine.counter_noise.reference_activator`, in float64 on the CPU): the output and the
-    gradients of h, W and b, relative to the reference's largest value. Shapes leave partial tiles;
-    a layer of one input (a network's first) is checked in the variants a ReLU network's training
-    compiles, and ``every_variant=False`` checks only those. ``nan_kept`` is 1 where a NaN in h did
-    not reach the output."""
-    from gni_engine.counter_noise import reference_activator
+    """Largest differences between the fused GEMM and its definition
+    (:func:`gni_engine.counter_noise.compare_layer_with_reference`): output and the gradients of h,
+    W and b relative to the reference's largest value, in every variant for a 20-input layer and
+    the variants a ReLU network's training compiles for a one-input layer (``every_variant=False``:
+    only those). ``nan_kept`` is 1 where a NaN in h did not reach the output."""
+    from gni_engine.counter_noise import compare_layer_with_reference
 
-    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
-    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
-    generator = torch.Generator().manual_seed(2)
-    out: dict[str, float] = {}
-    trained = [(True, "relu", True, True), (True, "relu", True, False)]
-    every = [
-        (b, act, noise, mult)
-        for b in (True, False)
-        for act in ("relu", "linear")
-        for noise in (True, False)
-        for mult in (True, False)
-    ]
-    for d_in in (1, 20):
-        variants = every if every_variant and d_in > 1 else trained
-        h = torch.randn(3, 37, d_in, dtype=torch.float64, generator=generator)
-        w = torch.randn(3, d_in, 24, dtype=torch.float64, generator=generator) / d_in**0.5
-        bias = torch.randn(3, 1, 24, dtype=torch.float64, generator=generator)
-        g = torch.randn(3, 37, 24, dtype=torch.float64, generator=generator)
-        for has_bias, activation, noise, multiplicative in variants:
-            a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
-            m = torch.tensor([0.0, 0.3, 0.2] if multiplicative else [0.0, 0.0, 0.0], dtype=torch.float64)
-            sign = -1.0 if multiplicative else 1.0
-            settings = (11, sign, noise, multiplicative)
-            leaves = [h.clone().requires_grad_(True), w.clone().requires_grad_(True)]
-            if has_bias:
-                leaves.append(bias.clone().requires_grad_(True))
-            ref = reference_activator(
-                torch.bmm(leaves[0], leaves[1]),
-                leaves[2] if has_bias else None,
-                activation,
-                a,
-                m,
-                keys,
-                starts,
-                *settings,
-            )
-            ref_grads = torch.autograd.grad(ref, leaves, g)
-            mine = [t.detach().to(device=device, dtype=torch.float32).requires_grad_(True) for t in leaves]
-            a_dev, m_dev = a.to(device, torch.float32), m.to(device, torch.float32)
-            got = linear_activate_gpu(
-                mine[0],
-                mine[1],
-                mine[2] if has_bias else None,
-                activation,
-                a_dev,
-                m_dev,
-                keys.to(device),
-                starts.to(device),
-                *settings,
-                precision,
-            )
-            got_grads = torch.autograd.grad(got, mine, g.to(device, torch.float32))
-            name = (
-                f"gemm_k{d_in}_{activation}{'_bias' if has_bias else ''}{'_noise' if noise else ''}"
-                f"{'_mult' if multiplicative else ''}"
-            )
-            for label, theirs, mine_value in zip(
-                ("out", "grad_h", "grad_w", "grad_b"), (ref, *ref_grads), (got, *got_grads), strict=False
-            ):
-                scale = float(theirs.detach().abs().max()) or 1.0
-                out[f"{name}_{label}"] = (
-                    float((mine_value.detach().cpu().double() - theirs.detach()).abs().max()) / scale
-                )
-    nan_h = torch.zeros(1, 2, 4, device=device)
-    nan_h[0, 1, 2] = float("nan")
-    zero = torch.zeros(1, device=device)
-    eye = torch.eye(4, device=device).unsqueeze(0)
-    kept = linear_activate_gpu(
-        nan_h,
-        eye,
-        None,
-        "relu",
-        zero,
-        zero,
-        keys[:1].to(device),
-        starts[:1].to(device),
-        0,
-        1.0,
-        False,
-        False,
-        precision,
+    return compare_layer_with_reference(
+        linear_activate_gpu, device, precision=precision, every_variant=every_variant, label="gemm"
     )
-    out["nan_kept"] = 0.0 if bool(torch.isnan(kept[0, 1, 2])) else 1.0
-    return out

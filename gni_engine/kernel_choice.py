@@ -17,6 +17,7 @@ from gni_engine.counter_noise import (
     CounterKernels,
     FusedLinear,
     cpu_kernels,
+    folded_kernel,
     fused_linear_kernel,
     gpu_kernels,
 )
@@ -59,21 +60,26 @@ def choose_counter_kernels(trainer: BatchTrainer, noise_stream: str) -> CounterK
 
 
 def choose_fused_linear(trainer: BatchTrainer, fused_gemm: str | None) -> tuple[FusedLinear | None, str]:
-    """The fused-GEMM kernel (``None``: cuBLAS) and the arithmetic of its products: the run's
-    precision, or ``tf32x3`` for an fp32 run when asked."""
-    setting, source = read_switch(fused_gemm, "fused_gemm", "GNI_FUSED_GEMM", ("off", "on", "tf32x3"))
+    """How the hidden layers are computed beyond cuBLAS and the fused activation kernel (``None``:
+    just that) and the arithmetic of the products: the run's precision, or ``tf32x3`` for an fp32
+    run when asked. ``fold``: cuBLAS products, a one-input layer's product and the bias gradients
+    folded into the activation kernels."""
+    setting, source = read_switch(fused_gemm, "fused_gemm", "GNI_FUSED_GEMM", ("off", "on", "tf32x3", "fold"))
     products = "tf32x3" if setting == "tf32x3" and trainer.precision == "fp32" else trainer.precision
     if setting == "off":
         return None, products
     net = trainer.net
+    what = "the folded activation kernels compute" if setting == "fold" else "the fused GEMM computes"
     if not trainer.fuse_activation or not isinstance(net, StackedMLP):
         model = trainer.first.model
         raise ValueError(
-            f"{source}: the fused GEMM computes the hidden layers of MLPs with relu or linear "
+            f"{source}: {what} the hidden layers of MLPs with relu or linear "
             f"activations trained with counter noise; this batch is a {model.kind} "
             f"({getattr(model, 'activation', '?')}) with {trainer.noise_stream} noise"
         )
     widths = [int(w.shape[2]) for w in net.weights[:-1]]
+    if setting == "fold":
+        return _folded(trainer, source, widths), products
     if trainer.dtype != torch.float32 or any(d % 4 for d in widths):
         raise ValueError(
             f"{source}: the fused GEMM computes float32 runs (precision fp32 or tf32) whose hidden "
@@ -86,6 +92,22 @@ def choose_fused_linear(trainer: BatchTrainer, fused_gemm: str | None) -> tuple[
             "or TRITON_INTERPRET=1; see the warning above)"
         )
     return kernel, products
+
+
+def _folded(trainer: BatchTrainer, source: str, widths: list[int]) -> FusedLinear:
+    if trainer.dtype not in (torch.float32, torch.float64) or any(d % 4 for d in widths):
+        raise ValueError(
+            f"{source}: the folded activation kernels compute float32 or float64 runs (fp32, tf32, "
+            f"fp64) whose hidden widths are multiples of 4; this batch is {trainer.precision} with "
+            f"hidden widths {widths}"
+        )
+    kernel = folded_kernel(trainer.device)
+    if kernel is None:
+        raise ValueError(
+            f"{source}: the folded activation kernels cannot run on {trainer.device} (they need "
+            "Triton, and CUDA or TRITON_INTERPRET=1; see the warning above)"
+        )
+    return kernel
 
 
 def wants_step_graph(trainer: BatchTrainer, cuda_graph: str | None) -> bool:

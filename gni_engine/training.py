@@ -156,9 +156,12 @@ class BatchTrainer:
         Triton GEMM with bias, activation and noise in its epilogue (:mod:`gni_engine.fused_linear_triton`;
         CUDA, or Triton's CPU interpreter in the tests), in the run's precision; ``"tf32x3"`` does so
         with an fp32 run's products computed as three TF32 tensor-core products of split operands
-        (about fp32's accuracy); ``"off"`` (the default until the kernel is measured faster than cuBLAS
-        with the separate fused-activation kernel) keeps cuBLAS. ``None`` reads ``GNI_FUSED_GEMM``.
-        Results record the choice as ``hidden_layer_kernel``.
+        (about fp32's accuracy); ``"fold"`` keeps cuBLAS's products and folds the rest into the
+        activation kernels (:mod:`gni_engine.folded_activation_triton`: a one-input layer's product,
+        every bias gradient); ``"off"`` (the default: on an H200 the fused GEMM ran at half
+        cuBLAS's speed, and the folded kernels are not yet measured) keeps cuBLAS with the fused
+        activation kernel. ``None`` reads ``GNI_FUSED_GEMM``. Results record the choice as
+        ``hidden_layer_kernel``.
 
         ``cuda_graph``: ``"on"`` captures the training step as a CUDA graph after a few eager steps
         and replays it (:mod:`gni_engine.step_graph`; full-batch training with counter or no noise,
@@ -291,9 +294,8 @@ class BatchTrainer:
         if not self.needs_noise:
             return "eager"
         if self.fused_linear is not None:
-            return (
-                "fused-gemm" if self.gemm_products == self.precision else f"fused-gemm/{self.gemm_products}"
-            )
+            label = self.fused_linear.label
+            return label if self.gemm_products == self.precision else f"{label}/{self.gemm_products}"
         return "gemm+fused-activation" if self.fuse_activation else "eager"
 
     @property

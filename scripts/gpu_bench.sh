@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The GPU checks and the batching / step-time benchmarks on a GPU machine, in one go (< 8 minutes).
-# Writes results under ${OUT:-bench-out}/ (gpu_bench.json gathering them all, a JSON per benchmark,
-# the anchor's output). Copy ../shared/bench/anchor_bench.py into .bench/ first (an ignored folder)
-# to measure the plain-PyTorch anchors on the same card in the same call. BUDGET_S (default 460) caps the whole script: each
-# step gets at most what is left, so a slow step cannot eat the next one's results. Order: the
-# checks (kernels vs their definitions, the fused GEMM's three arithmetics, graph-replayed steps vs
-# eager ones, profiles of each way to compute the hidden layers with and without a CUDA graph,
-# equivalence), the tf32 and fp32 sweeps with the fused GEMM and CUDA graphs (fp32: its products as
-# three TF32 products), the cuBLAS tf32 sweep (21.80 runs/s on an H100 before), the eager anchors,
-# then what budget is left: the cuBLAS fp32 sweep, step times and the compiled anchors. The first use
-# of the fused GEMM per shape and precision autotunes (compiles).
+# The batching benchmark, its plain-PyTorch anchors and the GPU checks on a GPU machine, in one go
+# (< 8 minutes). Writes results under ${OUT:-bench-out}/ (gpu_bench.json gathering them all, a JSON
+# per benchmark, the anchor's output). Copy ../shared/bench/anchor_bench.py into .bench/ first (an
+# ignored folder) to measure the anchors on the same card in the same call. BUDGET_S (default 460)
+# caps the whole script: each step gets at most what is left, so a slow step cannot eat the next
+# one's results. Order: the issue's figures first — the reference sweep in TF32 (1,024 runs) and
+# fp32 (256 runs, gni and explicit), each with cuBLAS + the fused activation kernel (the default)
+# and with the folded kernels (fused_gemm=fold) — then the eager anchors, the GPU checks (kernels
+# against their definitions, graph-replayed steps against eager ones, profiles, equivalence,
+# divergence), the compiled anchors and single-run step times. FUSED_GEMM=1 adds the fused GEMM
+# (its autotuning compiled for 3 minutes on an H200, and it ran at half cuBLAS's speed there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench-out}"
@@ -29,20 +29,25 @@ run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the scri
 }
 sweep=(benchmarks/batching.py --seq-runs 1)
 anchor=(.bench/anchor_bench.py --seq-runs 1)
-fused=(--fused-gemm on --cuda-graph on)
-run 250 benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256
-run 100 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 "${fused[@]}" --json "$out/batching_tf32_fused_gemm.json"
-run 60 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm tf32x3 --cuda-graph on --json "$out/batching_fp32_fused_gemm.json"
-run 100 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
+run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
+run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm fold --json "$out/batching_tf32_fold.json"
+run 100 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
+run 45 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm fold --json "$out/batching_fp32_fold.json"
 if [ -f .bench/anchor_bench.py ]; then  # the plain-PyTorch anchors, same card, same call
   { run 50 "${anchor[@]}" --batch-sizes 256 && run 95 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
   grep -A3 SUMMARY "$out/anchor.txt"
 fi
-run 110 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
-run 30 benchmarks/step_times.py --repeats 30 --json "$out/step_times.json"
+checks=(benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256)
+[ "${FUSED_GEMM:-0}" = 1 ] && checks+=(--fused-gemm)
+run 120 "${checks[@]}"
 if [ -f .bench/anchor_bench.py ]; then  # what budget is left: the anchor's compiled loops
   run 90 "${anchor[@]}" --batch-sizes 1 --compiled-sizes 256 > "$out/anchor_compiled.txt" 2>&1
   grep -A4 SUMMARY "$out/anchor_compiled.txt"
+fi
+run 30 benchmarks/step_times.py --repeats 30 --json "$out/step_times.json"
+if [ "${FUSED_GEMM:-0}" = 1 ]; then
+  run 150 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm on --json "$out/batching_tf32_fused_gemm.json"
+  run 90 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm tf32x3 --json "$out/batching_fp32_fused_gemm.json"
 fi
 "$py" benchmarks/collect_gpu_results.py "$out"  # one JSON of everything, ratios within this call
 echo "== done in $SECONDS s"

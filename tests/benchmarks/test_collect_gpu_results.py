@@ -51,9 +51,13 @@ def test_ratios_pair_each_sweep_with_the_anchor_of_its_precision_and_size(tmp_pa
     assert gni["fused_gemm"] == "off"  # a sweep written before the option: cuBLAS
 
 
-def test_a_fused_gemm_sweep_is_summarised_beside_the_cublas_one(tmp_path: Path) -> None:
+def test_fold_and_fused_gemm_sweeps_are_summarised_beside_the_cublas_one(tmp_path: Path) -> None:
     collect = _collector()
-    for name, fused, rate in (("batching_tf32", "off", 20.0), ("batching_tf32_fused_gemm", "on", 30.0)):
+    for name, fused, rate in (
+        ("batching_tf32", "off", 20.0),
+        ("batching_tf32_fused_gemm", "on", 30.0),
+        ("batching_tf32_fold", "fold", 24.0),
+    ):
         sweep = {
             "args": {"precision": "tf32", "runs": 1024, "fused_gemm": fused},
             "results": [{"mode": "gni", "stacked_runs_per_s": rate}],
@@ -63,5 +67,6 @@ def test_a_fused_gemm_sweep_is_summarised_beside_the_cublas_one(tmp_path: Path) 
     rows = collect.collect(tmp_path)["summary"]
     assert [(r["fused_gemm"], r["engine_runs_per_s"], r["vs_anchor_stacked"]) for r in rows] == [
         ("off", 20.0, 20.0 / 15.0),
+        ("fold", 24.0, 1.6),
         ("on", 30.0, 2.0),
     ]

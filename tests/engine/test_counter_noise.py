@@ -251,7 +251,9 @@ def test_the_fused_gemm_is_refused_by_name_where_it_cannot_run(monkeypatch: pyte
     with pytest.raises(ValueError, match="fused_gemm: the fused-GEMM kernel cannot run on cpu"):
         BatchTrainer([relu32], noise_stream="counter", fused_gemm="on")
     monkeypatch.setenv("GNI_FUSED_GEMM", "yes")
-    with pytest.raises(ValueError, match="GNI_FUSED_GEMM: expected one of 'off', 'on', 'tf32x3', got 'yes'"):
+    with pytest.raises(
+        ValueError, match="GNI_FUSED_GEMM: expected one of 'off', 'on', 'tf32x3', 'fold', got 'yes'"
+    ):
         BatchTrainer([relu], noise_stream="counter")
     monkeypatch.setenv("GNI_FUSED_GEMM", "off")
     trainer = BatchTrainer([relu], noise_stream="counter")
@@ -267,3 +269,20 @@ def test_the_fused_gemm_is_refused_by_name_where_it_cannot_run(monkeypatch: pyte
     tanh = parse_run_spec({**BASE, "execution": {"precision": "fp32"}})
     with pytest.raises(ValueError, match=r"relu or linear activations .* this batch is a mlp \(tanh\)"):
         BatchTrainer([tanh], noise_stream="counter", fused_gemm="on")
+
+
+def test_the_folded_kernels_are_refused_by_name_where_they_cannot_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``fused_gemm="fold"``: Triton kernels too, so on a CPU without the interpreter it is an error
+    that says so; widths that split a counter's four values across rows, and bf16, are named."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    relu = parse_run_spec({**BASE, "model": {"hidden": [8, 8], "activation": "relu"}})
+    with pytest.raises(ValueError, match="fused_gemm: the folded activation kernels cannot run on cpu"):
+        BatchTrainer([relu], noise_stream="counter", fused_gemm="fold")
+    odd = parse_run_spec({**BASE, "model": {"hidden": [8, 6], "activation": "relu"}})
+    with pytest.raises(ValueError, match=r"multiples of 4; this batch is fp64 with hidden widths \[8, 6\]"):
+        BatchTrainer([odd], noise_stream="counter", fused_gemm="fold")
+    tanh = parse_run_spec(BASE)
+    with pytest.raises(ValueError, match=r"folded activation kernels compute the hidden layers of MLPs"):
+        BatchTrainer([tanh], noise_stream="counter", fused_gemm="fold")

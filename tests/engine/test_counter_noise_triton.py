@@ -68,6 +68,52 @@ assert split.hidden_layer_kernel == "fused-gemm/tf32x3", split.hidden_layer_kern
 print("ok")
 """
 
+FOLDED = """
+from gni_engine.folded_activation_triton import compare_folded_with_reference, tile_shape
+
+assert tile_shape(37, 24) == (4, 16, 4)  # 3 programs down the rows (the last partial), 2 across
+differences = compare_folded_with_reference("cpu")
+# fp64 and fp32; one-input and 20-input layers: 8 variants with a bias (4 values), 8 without (3)
+assert len(differences) == 2 * 2 * (8 * 4 + 8 * 3) + 1, len(differences)
+assert differences["nan_kept"] == 0.0, differences
+assert max(differences.values()) < 1e-6, sorted(differences.items(), key=lambda kv: -kv[1])[:5]
+print("ok")
+"""
+
+TRAINING_FOLDED = """
+import torch
+from gni_engine.spec import parse_run_spec
+from gni_engine.training import BatchTrainer
+
+def spec(mode, kind, seed, precision):
+    return parse_run_spec({
+        "data": {"name": "sinusoids", "n_points": 40, "frequencies": [1.0, 3.0]},
+        "model": {"hidden": [12, 8], "activation": "relu"},
+        "noise": {"sigma": 0.2, "kind": kind},
+        "training": {"steps": 8, "lr": 0.01, "mode": mode},
+        "analyses": {"record_every": 4, "noise_gap_samples": 2},
+        "execution": {"precision": precision},
+        "seed": seed,
+    })
+
+for precision in ("fp32", "fp64"):
+    specs = [spec("gni", "additive", 0, precision), spec("gni", "multiplicative", 1, precision),
+             spec("baseline", "additive", 2, precision)]
+    folded = BatchTrainer(specs, noise_stream="counter", fused_gemm="fold").run()
+    separate = BatchTrainer(specs, noise_stream="counter", fused_gemm="off").run()
+    for a, b in zip(folded, separate):
+        assert a.summary["hidden_layer_kernel"] == "gemm+folded-activation", a.summary
+        assert a.status == b.status == "succeeded"
+        for k, w in b.weights.items():  # the C kernel's log, cos, sin round unlike numpy's
+            torch.testing.assert_close(a.weights[k], w, rtol=1e-5, atol=1e-6)
+    for s, together in zip(specs, folded):  # batch vs alone, same kernels
+        alone = BatchTrainer([s], noise_stream="counter", fused_gemm="fold").run()[0]
+        for k, w in alone.weights.items():
+            worst = float((together.weights[k] - w).abs().max() / w.abs().max())
+            assert worst <= (1e-10 if precision == "fp64" else 1e-6), (precision, k, worst)
+print("ok")
+"""
+
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only PyTorch)"
 )
@@ -96,3 +142,17 @@ def test_the_fused_gemm_matches_its_definition_under_the_interpreter() -> None:
 @needs_triton
 def test_training_with_the_fused_gemm_follows_the_separate_kernels_under_the_interpreter() -> None:
     _interpreted(TRAINING)
+
+
+@needs_triton
+def test_the_folded_kernels_match_their_definition_under_the_interpreter() -> None:
+    """fp64 and fp32, every variant of a one-input and a 20-input layer, partial tiles and row chunks,
+    the bias (and first-layer weight) gradients summed in the kernel; a NaN reaches the output."""
+    _interpreted(FOLDED)
+
+
+@needs_triton
+def test_training_with_the_folded_kernels_follows_the_separate_kernels_under_the_interpreter() -> None:
+    """A 1-input network (its first layer folded) trains like the separate kernels, and a run gives
+    the same weights alone and in its batch (fp64: ≤ 1e-10)."""
+    _interpreted(TRAINING_FOLDED)
