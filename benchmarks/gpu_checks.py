@@ -97,11 +97,17 @@ def counter_kernel() -> dict[str, Any]:
 
 def folded_kernel() -> dict[str, Any]:
     """The folded activation kernels (``fused_gemm="fold"``) against their definition, fp64 and fp32:
-    one-input and 20-input layers in the variants a ReLU network trains with."""
-    from gni_engine.folded_activation_triton import compare_folded_with_reference
+    one-input and 20-input layers in the variants a ReLU network trains with, and the last hidden
+    layer with a one-output layer folded in (every variant)."""
+    from gni_engine.folded_activation_triton import (
+        compare_folded_with_reference,
+        compare_last_with_reference,
+    )
 
     start = time.perf_counter()
-    differences = compare_folded_with_reference(DEVICE, every_variant=False)
+    layers = compare_folded_with_reference(DEVICE, every_variant=False)
+    last = compare_last_with_reference(DEVICE)
+    differences = {**layers, **last, "nan_kept": max(layers["nan_kept"], last["nan_kept"])}
     worst = max(differences, key=lambda k: differences[k])
     return {
         "checks": len(differences),

@@ -40,7 +40,7 @@ import torch
 
 from gni_engine.networks import activation_fn
 from gni_engine.noise import NoisePlan
-from gni_engine.stacked import Activate, Perturb
+from gni_engine.stacked import Activate, Finish, Perturb
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +256,10 @@ class FusedLinear:
     applies: Callable[[torch.Tensor, torch.Tensor, str], bool]
     apply: LinearActivator
     label: str = "fused-gemm"
+    # the last hidden layer with a one-output layer after it (the folded kernels), or None where it
+    # does not apply: :data:`LinearActivator`'s arguments with W_out, b_out after the activation,
+    # and no precision
+    finish: Callable[..., torch.Tensor | None] | None = None
 
 
 def gpu_kernels() -> CounterKernels | None:
@@ -337,7 +341,7 @@ def _probe_layer_kernel(label: str, device_type: str) -> FusedLinear | None:
     except Exception as error:  # ImportError, a compiler or driver error, a wrong result
         log.warning("%s kernel unusable on %s (%s)", label, device_type, error)
         return None
-    return FusedLinear(module.applies, module.layer, label)
+    return FusedLinear(module.applies, module.layer, label, module.finish)
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,7 @@ class _LayerModule:
     layer: LinearActivator
     compare: Callable[..., dict[str, float]]
     INTERPRETED: bool
+    finish: Callable[..., torch.Tensor | None] | None = None
 
 
 def _layer_module(label: str) -> _LayerModule:
@@ -358,8 +363,13 @@ def _layer_module(label: str) -> _LayerModule:
         )
     from gni_engine import folded_activation_triton as folded
 
+    def compare(device: str, *, every_variant: bool = True) -> dict[str, float]:
+        found = folded.compare_folded_with_reference(device, every_variant=every_variant)
+        last = folded.compare_last_with_reference(device)
+        return {**found, **last, "nan_kept": max(found["nan_kept"], last["nan_kept"])}
+
     return _LayerModule(
-        folded.applies, folded.folded_activate_gpu, folded.compare_folded_with_reference, folded.INTERPRETED
+        folded.applies, folded.folded_activate_gpu, compare, folded.INTERPRETED, folded.folded_last_gpu
     )
 
 
@@ -432,6 +442,30 @@ class CounterNoiseSampler:
             if linear is not None and linear.applies(h, w, activation):
                 return linear.apply(h, w, bias, activation, *noise, *flags, self.precision)
             return self.kernels.activate(torch.bmm(h, w), bias, activation, *noise, *flags)
+
+        return apply
+
+    def finish(self, sign: float = 1.0) -> Finish | None:
+        """The last hidden layer (point k's noise) and the output layer in one go, where the layer
+        kernel offers that (``StackedMLP.forward``'s ``finish``); ``None`` where it does not."""
+        plan, linear = self.plan, self.linear
+        if linear is None or linear.finish is None:
+            return None
+        last_layer = linear.finish
+
+        def apply(
+            k: int,
+            h: torch.Tensor,
+            w: torch.Tensor,
+            bias: torch.Tensor | None,
+            activation: str,
+            w_out: torch.Tensor,
+            b_out: torch.Tensor | None,
+        ) -> torch.Tensor | None:
+            additive, multiplicative = plan.columns(k)
+            noise = (additive, multiplicative, self.keys, self.starts, self.offsets[k], sign)
+            flags = (plan.point_active[k], plan.has_multiplicative[k])
+            return last_layer(h, w, bias, activation, w_out, b_out, *noise, *flags)
 
         return apply
 

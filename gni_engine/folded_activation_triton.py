@@ -12,11 +12,18 @@ tensors (E × N × d values) that carry no arithmetic worth the traffic:
   recomputes u and sums both gradients without writing g_z: about 8 passes become 2.
 * every **hidden layer's bias gradient** Σ_n g_z was a separate reduction over g_z; here the
   backward kernel that writes g_z sums it as it goes (one pass fewer per layer).
+* a network's **output layer** has one output (the same regressions): the last hidden value h was
+  written, read by the output product, read again for the output weight's gradient, and the
+  gradient g_out w_outᵀ was written and read back. Here one forward kernel sums each row of h into
+  the output (whole rows per tile, width ≤ 1024) and writes only the output; the backward kernel
+  forms g_out w_outᵀ in registers and recomputes h (ε regenerated from the counters) for
+  Σ_n h_n g_out,n: h is never stored (:class:`_FoldedLastLayer`, reached through
+  ``StackedMLP.forward``'s ``finish``).
 
 The backward kernel works on (rows × columns) tiles, each program summing its rows into one partial
 sum per column; a second, small reduction (``sum`` over the programs, in a fixed order) finishes the
-gradients, so results do not depend on scheduling. The noise of multiplicative runs is regenerated
-tile by tile at the counters the forward kernel used (:func:`gni_engine.counter_noise_triton._noise_tile`;
+gradients, so results do not depend on scheduling. Noise the backward needs (multiplicative runs,
+the output layer's recomputed h) is regenerated tile by tile at the counters the forward kernel used (:func:`gni_engine.counter_noise_triton._noise_tile`;
 the width must be a multiple of 4). The definition is the same as the separate kernels' (``bmm``,
 then :func:`gni_engine.counter_noise.reference_activator`): runs are the same runs up to the
 rounding of another summation order, and equal alone and in a batch.
@@ -39,6 +46,52 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 TILE_VALUES = 64 if INTERPRETED else 2048  # values a program handles per row chunk
 MAX_TILE_COLUMNS = 16 if INTERPRETED else 128  # the interpreter's small tiles leave partial ones
 MIN_ROW_PROGRAMS = 2 if INTERPRETED else 8  # programs down a run's rows, where it has enough rows
+MAX_LAST_WIDTH = 1024  # the folded output layer holds whole rows of the last hidden layer in a tile
+
+
+@triton.jit
+def _noisy_value(u, eps, add_ptr, mul_ptr, e, sign, RELU: tl.constexpr, NOISE: tl.constexpr):  # type: ignore[no-untyped-def]
+    """h = φ(u) + s ε (a + m φ(u)); ``where(u < 0, 0, u)`` keeps a NaN, so divergence reaches the loss."""
+    h = u
+    if RELU:
+        h = tl.where(u < 0, 0.0, u)
+    if NOISE:
+        h = h + eps * (tl.load(add_ptr + e) * sign + (tl.load(mul_ptr + e) * sign) * h)
+    return h
+
+
+@triton.jit
+def _tile_pre_activation(  # type: ignore[no-untyped-def]
+    src_ptr,
+    w,
+    b,
+    e,
+    rows,
+    row_ok,
+    inside,
+    at,
+    rows_total,
+    FROM_INPUT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    BR: tl.constexpr,
+    BC: tl.constexpr,
+):
+    """(u, x): u = z + b read at ``at``, or fma(x, w, b) from a one-input layer's x (E, N, 1), with
+    x broadcast over the tile (u again when not ``FROM_INPUT``)."""
+    if FROM_INPUT:
+        x = tl.load(src_ptr + e * rows_total + rows, mask=row_ok, other=0.0)
+        xs = tl.broadcast_to(x[:, None], (BR, BC))
+        ws = tl.broadcast_to(w[None, :], (BR, BC))
+        if HAS_BIAS:
+            u = tl.fma(xs, ws, tl.broadcast_to(b[None, :], (BR, BC)))
+        else:
+            u = xs * ws
+    else:
+        u = tl.load(src_ptr + at, mask=inside, other=0.0)
+        if HAS_BIAS:
+            u = u + b[None, :]
+        xs = u
+    return u, xs
 
 
 @triton.jit
@@ -50,6 +103,9 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     gz_ptr,
     bias_sum_ptr,
     weight_sum_ptr,
+    out_grad_ptr,
+    out_w_ptr,
+    add_ptr,
     mul_ptr,
     keys_ptr,
     starts_ptr,
@@ -59,8 +115,10 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     row_programs,
     WIDTH: tl.constexpr,
     FROM_INPUT: tl.constexpr,
+    FROM_OUTPUT: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     RELU: tl.constexpr,
+    NOISE: tl.constexpr,
     MULT_NOISE: tl.constexpr,
     STORE_GZ: tl.constexpr,
     SUM_BIAS: tl.constexpr,
@@ -69,18 +127,22 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     CHUNKS: tl.constexpr,
 ):
     """g_z = g (1 + s m ε) φ'(u) on CHUNKS × BR rows and BC columns of run e, with u = z + b read
-    from ``src`` or, ``FROM_INPUT``, recomputed as fma(x, w, b) from x (E, N, 1). Writes g_z when
+    from ``src`` or, ``FROM_INPUT``, recomputed as fma(x, w, b) from x (E, N, 1). ``FROM_OUTPUT``
+    (the last hidden layer, before a one-output layer): g = g_out w_outᵀ is formed here from
+    g_out (E, N, 1) and w_out (E, WIDTH, 1), and the layer's value h = φ(u) + s ε (a + m φ(u)) is
+    recomputed (ε regenerated) for the output weight's gradient Σ h g_out. Writes g_z when
     ``STORE_GZ``, and this program's column sums Σ g_z (``SUM_BIAS``) and Σ x g_z (``FROM_INPUT``)
-    into row ``program_id(1)`` of the (E, row_programs, WIDTH) partial sums."""
+    or Σ h g_out (``FROM_OUTPUT``) into row ``program_id(1)`` of the (E, row_programs, WIDTH)
+    partial sums."""
     e = tl.program_id(0).to(tl.int64)
     pr = tl.program_id(1)
     col0 = tl.program_id(2) * BC
     cols = col0 + tl.arange(0, BC)
     col_ok = cols < WIDTH
-    if FROM_INPUT:
-        w = tl.load(w_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
-    if HAS_BIAS:
-        b = tl.load(bias_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
+    # the parameter rows of this tile's columns (each pointer is valid whether or not used)
+    w = tl.load(w_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
+    w_out = tl.load(out_w_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
+    b = tl.load(bias_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
     run = e * rows_total * WIDTH
     g_sum = tl.zeros((BC,), dtype=g_ptr.dtype.element_ty)
     xg_sum = tl.zeros((BC,), dtype=g_ptr.dtype.element_ty)
@@ -89,21 +151,21 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
         row_ok = rows < rows_total
         inside = row_ok[:, None] & col_ok[None, :]
         at = run + rows.to(tl.int64)[:, None] * WIDTH + cols[None, :]
-        if FROM_INPUT:
-            x = tl.load(src_ptr + e * rows_total + rows, mask=row_ok, other=0.0)
-            xs = tl.broadcast_to(x[:, None], (BR, BC))
-            ws = tl.broadcast_to(w[None, :], (BR, BC))
-            if HAS_BIAS:
-                u = tl.fma(xs, ws, tl.broadcast_to(b[None, :], (BR, BC)))
-            else:
-                u = xs * ws
+        u, xs = _tile_pre_activation(
+            src_ptr, w, b, e, rows, row_ok, inside, at, rows_total, FROM_INPUT, HAS_BIAS, BR, BC
+        )
+        if FROM_OUTPUT:
+            g_out = tl.load(out_grad_ptr + e * rows_total + rows, mask=row_ok, other=0.0)
+            g = g_out[:, None] * w_out[None, :]
         else:
-            u = tl.load(src_ptr + at, mask=inside, other=0.0)
-            if HAS_BIAS:
-                u = u + b[None, :]
-        g = tl.load(g_ptr + at, mask=inside, other=0.0)
-        if MULT_NOISE:
+            g = tl.load(g_ptr + at, mask=inside, other=0.0)
+        eps = u  # not read unless drawn
+        if MULT_NOISE or (FROM_OUTPUT and NOISE):
             eps = _noise_tile(keys_ptr, starts_ptr, e, point_offset, rows, col0, WIDTH, BR, BC).to(g.dtype)
+        if FROM_OUTPUT:
+            h = _noisy_value(u, eps, add_ptr, mul_ptr, e, sign, RELU, NOISE)
+            xg_sum += tl.sum(h * g_out[:, None], axis=0)
+        if MULT_NOISE:
             g = g + g * ((tl.load(mul_ptr + e) * sign) * eps)
         if RELU:
             g = tl.where(u > 0, g, 0.0)
@@ -115,8 +177,52 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     partial = (e * row_programs + pr) * WIDTH + cols
     if SUM_BIAS:
         tl.store(bias_sum_ptr + partial, g_sum, mask=col_ok)
-    if FROM_INPUT:
+    if FROM_INPUT or FROM_OUTPUT:
         tl.store(weight_sum_ptr + partial, xg_sum, mask=col_ok)
+
+
+@triton.jit
+def _last_layer_forward_kernel(  # type: ignore[no-untyped-def]
+    z_ptr,
+    bias_ptr,
+    out_w_ptr,
+    out_b_ptr,
+    out_ptr,
+    add_ptr,
+    mul_ptr,
+    keys_ptr,
+    starts_ptr,
+    point_offset,
+    sign,
+    rows_total,
+    WIDTH: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    HAS_OUT_BIAS: tl.constexpr,
+    RELU: tl.constexpr,
+    NOISE: tl.constexpr,
+    BR: tl.constexpr,
+    BC: tl.constexpr,
+):
+    """out = (φ(z + b) + s ε (a + m φ(z + b))) w_out + b_out for BR whole rows (BC ≥ WIDTH) of run e:
+    the last hidden layer's value is summed into the one output and never written."""
+    e = tl.program_id(0).to(tl.int64)
+    rows = tl.program_id(1) * BR + tl.arange(0, BR)
+    cols = tl.arange(0, BC)
+    row_ok = rows < rows_total
+    col_ok = cols < WIDTH
+    at = e * rows_total * WIDTH + rows.to(tl.int64)[:, None] * WIDTH + cols[None, :]
+    u = tl.load(z_ptr + at, mask=row_ok[:, None] & col_ok[None, :], other=0.0)
+    if HAS_BIAS:
+        u = u + tl.load(bias_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)[None, :]
+    eps = u
+    if NOISE:
+        eps = _noise_tile(keys_ptr, starts_ptr, e, point_offset, rows, 0, WIDTH, BR, BC).to(u.dtype)
+    h = _noisy_value(u, eps, add_ptr, mul_ptr, e, sign, RELU, NOISE)
+    w_out = tl.load(out_w_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)  # 0 beyond WIDTH
+    out = tl.sum(h * w_out[None, :], axis=1)
+    if HAS_OUT_BIAS:
+        out = out + tl.load(out_b_ptr + e)
+    tl.store(out_ptr + e * rows_total + rows, out, mask=row_ok)
 
 
 def tile_shape(rows: int, width: int) -> tuple[int, int, int]:
@@ -132,25 +238,28 @@ def tile_shape(rows: int, width: int) -> tuple[int, int, int]:
 
 
 def _gradient_tiles(
-    grad: torch.Tensor,
+    grad: torch.Tensor | None,
     src: torch.Tensor,
     weight: torch.Tensor | None,
     bias: torch.Tensor | None,
-    multiplicative: torch.Tensor,
-    keys: torch.Tensor,
-    starts: torch.Tensor,
-    point_offset: int,
-    sign: float,
+    noise_args: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int, float],
     *,
     relu: bool,
+    noise: bool,
     mult_noise: bool,
     store: bool,
     sum_bias: bool,
+    output: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """(g_z or None, Σ_n g_z (E, 1, d) or None, Σ_n x_n g_z (E, 1, d) or None); ``weight`` given:
-    ``src`` is a one-input layer's x (E, N, 1), else z (E, N, d)."""
-    grad = grad.contiguous()
-    e, rows, width = grad.shape
+    """(g_z or None, Σ_n g_z (E, 1, d) or None, the weight sums (E, 1, d) or None). ``weight``
+    given: ``src`` is a one-input layer's x (E, N, 1) and the sums are Σ_n x_n g_z; ``output``
+    given, (g_out (E, N, 1), w_out (E, d, 1)): ``grad`` is None, ``src`` is z (E, N, d) of the
+    layer before a one-output layer, and the sums are Σ_n h_n g_out,n; else ``src`` is z.
+    ``noise_args``: (additive, multiplicative, keys, starts, point offset, sign)."""
+    additive, multiplicative, keys, starts, point_offset, sign = noise_args
+    grad = grad.contiguous() if grad is not None else None
+    e, rows = src.shape[:2]
+    width = int(weight.shape[2] if weight is not None else src.shape[2])
     br, bc, chunks = tile_shape(rows, width)
     row_programs = triton.cdiv(rows, br * chunks)
     if row_programs > MAX_BLOCKS:
@@ -158,18 +267,24 @@ def _gradient_tiles(
             f"folded activation: {rows} examples per run; the kernel takes at most "
             f"{MAX_BLOCKS * br * chunks} (use smaller batches of examples)"
         )
-    grad_z = torch.empty_like(grad) if store else None
+    like = grad if grad is not None else src
+    grad_z = torch.empty(e, rows, width, dtype=src.dtype, device=src.device) if store else None
     partial = (e, row_programs, width)
-    bias_parts = torch.empty(partial, dtype=grad.dtype, device=grad.device) if sum_bias else None
-    weight_parts = torch.empty(partial, dtype=grad.dtype, device=grad.device) if weight is not None else None
+    bias_parts = torch.empty(partial, dtype=src.dtype, device=src.device) if sum_bias else None
+    summed = weight is not None or output is not None
+    weight_parts = torch.empty(partial, dtype=src.dtype, device=src.device) if summed else None
+    g_out, w_out = (t.contiguous() for t in output) if output is not None else (like, like)
     _gradient_tiles_kernel[(e, row_programs, triton.cdiv(width, bc))](
-        grad,
+        like,
         src,
-        weight if weight is not None else grad,
-        bias if bias is not None else grad,
-        grad_z if grad_z is not None else grad,
-        bias_parts if bias_parts is not None else grad,
-        weight_parts if weight_parts is not None else grad,
+        weight if weight is not None else like,
+        bias if bias is not None else like,
+        grad_z if grad_z is not None else like,
+        bias_parts if bias_parts is not None else like,
+        weight_parts if weight_parts is not None else like,
+        g_out,
+        w_out,
+        additive,
         multiplicative,
         keys,
         starts,
@@ -179,8 +294,10 @@ def _gradient_tiles(
         row_programs,
         WIDTH=width,
         FROM_INPUT=weight is not None,
+        FROM_OUTPUT=output is not None,
         HAS_BIAS=bias is not None,
         RELU=relu,
+        NOISE=noise,
         MULT_NOISE=mult_noise,
         STORE_GZ=store,
         SUM_BIAS=sum_bias,
@@ -198,7 +315,7 @@ class _FoldedActivation(_ActivateInject):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        z, bias, _, multiplicative, keys, starts = ctx.saved_tensors
+        z, bias, additive, multiplicative, keys, starts = ctx.saved_tensors
         relu, point_offset, sign, noise, multiplicative_anywhere = ctx.settings
         mult_noise = noise and multiplicative_anywhere
         if not relu and not mult_noise:  # g_z = g: nothing to fold into
@@ -209,12 +326,9 @@ class _FoldedActivation(_ActivateInject):
             z,
             None,
             bias,
-            multiplicative,
-            keys,
-            starts,
-            point_offset,
-            sign,
+            (additive, multiplicative, keys, starts, point_offset, sign),
             relu=relu,
+            noise=noise,
             mult_noise=mult_noise,
             store=True,
             sum_bias=bias is not None and ctx.needs_input_grad[1],
@@ -262,33 +376,117 @@ class _FoldedFirstLayer(torch.autograd.Function):
             backward=False,
             weight=w,
         )
-        ctx.save_for_backward(x, w, bias, multiplicative, keys, starts)
-        ctx.settings = (relu, point_offset, sign, noise and multiplicative_anywhere)
+        ctx.save_for_backward(x, w, bias, additive, multiplicative, keys, starts)
+        ctx.settings = (relu, point_offset, sign, noise, noise and multiplicative_anywhere)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, w, bias, multiplicative, keys, starts = ctx.saved_tensors
-        relu, point_offset, sign, mult_noise = ctx.settings
+        x, w, bias, additive, multiplicative, keys, starts = ctx.saved_tensors
+        relu, point_offset, sign, noise, mult_noise = ctx.settings
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
         grad_z, grad_bias, grad_w = _gradient_tiles(
             grad,
             x,
             w,
             bias,
-            multiplicative,
-            keys,
-            starts,
-            point_offset,
-            sign,
+            (additive, multiplicative, keys, starts, point_offset, sign),
             relu=relu,
+            noise=noise,
             mult_noise=mult_noise,
             store=needs_x,
             sum_bias=bias is not None and needs_b,
         )
         grad_x = torch.bmm(grad_z, w.transpose(1, 2)) if grad_z is not None else None
         return grad_x, grad_w if needs_w else None, grad_bias, *([None] * 9)
+
+
+class _FoldedLastLayer(torch.autograd.Function):
+    """The last hidden layer's bias, activation and noise and a one-output layer after it: only the
+    output is written; the backward forms g = g_out w_outᵀ in the kernel and recomputes the hidden
+    value (ε regenerated) for the output weight's gradient."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        z: torch.Tensor,
+        bias: torch.Tensor | None,
+        w_out: torch.Tensor,
+        b_out: torch.Tensor | None,
+        relu: bool,
+        additive: torch.Tensor,
+        multiplicative: torch.Tensor,
+        keys: torch.Tensor,
+        starts: torch.Tensor,
+        point_offset: int,
+        sign: float,
+        noise: bool,
+        multiplicative_anywhere: bool,
+    ) -> torch.Tensor:
+        z, w_out = z.contiguous(), w_out.contiguous()
+        bias = bias.contiguous() if bias is not None else None
+        e, rows, width = z.shape
+        bc = triton.next_power_of_2(width)
+        br = max(TILE_VALUES // bc, 1)
+        if triton.cdiv(rows, br) > MAX_BLOCKS:
+            raise ValueError(
+                f"folded output layer: {rows} examples per run; the kernel takes at most "
+                f"{MAX_BLOCKS * br} (use smaller batches of examples)"
+            )
+        out = torch.empty(e, rows, 1, dtype=z.dtype, device=z.device)
+        _last_layer_forward_kernel[(e, triton.cdiv(rows, br))](
+            z,
+            bias if bias is not None else z,
+            w_out,
+            b_out if b_out is not None else z,
+            out,
+            additive,
+            multiplicative,
+            keys,
+            starts,
+            point_offset,
+            sign,
+            rows,
+            WIDTH=width,
+            HAS_BIAS=bias is not None,
+            HAS_OUT_BIAS=b_out is not None,
+            RELU=relu,
+            NOISE=noise,
+            BR=br,
+            BC=bc,
+        )
+        ctx.save_for_backward(z, bias, w_out, additive, multiplicative, keys, starts)
+        ctx.settings = (relu, point_offset, sign, noise, noise and multiplicative_anywhere, b_out is not None)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        z, bias, w_out, additive, multiplicative, keys, starts = ctx.saved_tensors
+        relu, point_offset, sign, noise, mult_noise, has_out_bias = ctx.settings
+        needs_z, needs_b, needs_w_out, needs_b_out = ctx.needs_input_grad[:4]
+        grad_z, grad_bias, grad_w_out = _gradient_tiles(
+            None,
+            z,
+            None,
+            bias,
+            (additive, multiplicative, keys, starts, point_offset, sign),
+            relu=relu,
+            noise=noise,
+            mult_noise=mult_noise,
+            store=needs_z,
+            sum_bias=bias is not None and needs_b,
+            output=(grad, w_out),
+        )
+        assert grad_w_out is not None
+        return (
+            grad_z,
+            grad_bias,
+            grad_w_out.transpose(1, 2) if needs_w_out else None,
+            grad.sum(1, keepdim=True) if has_out_bias and needs_b_out else None,
+            *([None] * 9),
+        )
 
 
 def applies(h: torch.Tensor, w: torch.Tensor, activation: str) -> bool:
@@ -332,6 +530,125 @@ def folded_activate_gpu(
         first: torch.Tensor = _FoldedFirstLayer.apply(h, w, bias, *settings, *flags)
         return first
     out: torch.Tensor = _FoldedActivation.apply(torch.bmm(h, w), bias, *settings, *flags)
+    return out
+
+
+def folded_last_gpu(
+    h: torch.Tensor,
+    w: torch.Tensor,
+    bias: torch.Tensor | None,
+    activation: str,
+    w_out: torch.Tensor,
+    b_out: torch.Tensor | None,
+    additive: torch.Tensor,
+    multiplicative: torch.Tensor,
+    keys: torch.Tensor,
+    starts: torch.Tensor,
+    point_offset: int,
+    sign: float,
+    noise: bool,
+    multiplicative_anywhere: bool,
+) -> torch.Tensor | None:
+    """The last hidden layer (h W by cuBLAS in the caller's precision context, then bias, activation
+    and noise) and a one-output layer after it, (E, N, 1); ``None`` where the kernels do not apply
+    (several outputs, a width the kernel's whole-row tiles do not take)."""
+    width = int(w.shape[2])
+    if not applies(h, w, activation) or int(w_out.shape[2]) != 1 or width > MAX_LAST_WIDTH:
+        return None
+    settings = (activation == "relu", additive, multiplicative, keys, starts, point_offset, sign)
+    out: torch.Tensor = _FoldedLastLayer.apply(
+        torch.bmm(h, w), bias, w_out, b_out, *settings, noise, multiplicative_anywhere
+    )
+    return out
+
+
+def compare_last_with_reference(device: str | torch.device = "cuda") -> dict[str, float]:
+    """Largest differences between the folded last layer (:func:`folded_last_gpu`) and its
+    definition — ``bmm``, :func:`gni_engine.counter_noise.reference_activator`, then the output
+    layer's ``baddbmm``, in float64 on the CPU — relative to the reference's largest value: the
+    output and the gradients of h, W, b, w_out and b_out, in fp64 and fp32, every variant of the
+    hidden layer with an output bias and the trained one without. ``nan_kept`` is 1 where a NaN in h
+    did not reach the output."""
+    from gni_engine.counter_noise import reference_activator
+
+    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
+    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
+    generator = torch.Generator().manual_seed(3)
+    h = torch.randn(3, 37, 20, dtype=torch.float64, generator=generator)
+    w = torch.randn(3, 20, 24, dtype=torch.float64, generator=generator) / 20**0.5
+    bias = torch.randn(3, 1, 24, dtype=torch.float64, generator=generator)
+    w_out = torch.randn(3, 24, 1, dtype=torch.float64, generator=generator) / 24**0.5
+    b_out = torch.randn(3, 1, 1, dtype=torch.float64, generator=generator)
+    g = torch.randn(3, 37, 1, dtype=torch.float64, generator=generator)
+    variants = [
+        (has_bias, act, noise, mult, True)
+        for has_bias in (True, False)
+        for act in ("relu", "linear")
+        for noise in (True, False)
+        for mult in (True, False)
+    ] + [(True, "relu", True, False, False)]
+    out: dict[str, float] = {}
+    for dtype in (torch.float64, torch.float32):
+        for has_bias, activation, noise, multiplicative, out_bias in variants:
+            a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
+            m = torch.tensor([0.0, 0.3, 0.2] if multiplicative else [0.0, 0.0, 0.0], dtype=torch.float64)
+            sign = -1.0 if multiplicative else 1.0
+            settings = (11, sign, noise, multiplicative)
+            leaves = {"h": h, "w": w, "w_out": w_out}
+            if has_bias:
+                leaves["b"] = bias
+            if out_bias:
+                leaves["b_out"] = b_out
+            ref_leaves = {k: v.clone().requires_grad_(True) for k, v in leaves.items()}
+            hidden = reference_activator(
+                torch.bmm(ref_leaves["h"], ref_leaves["w"]),
+                ref_leaves.get("b"),
+                activation,
+                a,
+                m,
+                keys,
+                starts,
+                *settings,
+            )
+            ref = torch.bmm(hidden, ref_leaves["w_out"])
+            ref = ref + ref_leaves["b_out"] if out_bias else ref
+            ref_grads = torch.autograd.grad(ref, list(ref_leaves.values()), g)
+            mine = {k: v.detach().to(device, dtype).requires_grad_(True) for k, v in leaves.items()}
+            got = folded_last_gpu(
+                mine["h"],
+                mine["w"],
+                mine.get("b"),
+                activation,
+                mine["w_out"],
+                mine.get("b_out"),
+                a.to(device, dtype),
+                m.to(device, dtype),
+                keys.to(device),
+                starts.to(device),
+                *settings,
+            )
+            assert got is not None
+            got_grads = torch.autograd.grad(got, list(mine.values()), g.to(device, dtype))
+            name = (
+                f"last_{str(dtype).removeprefix('torch.')}_{activation}{'_bias' if has_bias else ''}"
+                f"{'_noise' if noise else ''}{'_mult' if multiplicative else ''}"
+                f"{'' if out_bias else '_no_out_bias'}"
+            )
+            labels = ["out", *(f"grad_{k}" for k in leaves)]
+            for label, theirs, mine_value in zip(labels, (ref, *ref_grads), (got, *got_grads), strict=True):
+                scale = float(theirs.detach().abs().max()) or 1.0
+                out[f"{name}_{label}"] = (
+                    float((mine_value.detach().cpu().double() - theirs.detach()).abs().max()) / scale
+                )
+    zero = torch.zeros(1, device=device)
+    nan_h = torch.zeros(1, 2, 4, device=device)
+    nan_h[0, 1, 3] = float("nan")
+    ones = torch.ones(1, 4, 4, device=device)
+    kept = folded_last_gpu(
+        nan_h, ones, None, "relu", torch.ones(1, 4, 1, device=device), None, zero, zero,
+        keys[:1].to(device), starts[:1].to(device), 0, 1.0, False, False,
+    )  # fmt: skip
+    out["nan_kept"] = 0.0 if kept is not None and bool(torch.isnan(kept[0, 1]).all()) else 1.0
     return out
 
 

@@ -62,8 +62,8 @@ def choose_counter_kernels(trainer: BatchTrainer, noise_stream: str) -> CounterK
 def choose_fused_linear(trainer: BatchTrainer, fused_gemm: str | None) -> tuple[FusedLinear | None, str]:
     """How the hidden layers are computed beyond cuBLAS and the fused activation kernel (``None``:
     just that) and the arithmetic of the products: the run's precision, or ``tf32x3`` for an fp32
-    run when asked. ``fold``: cuBLAS products, a one-input layer's product and the bias gradients
-    folded into the activation kernels."""
+    run when asked. ``fold``: cuBLAS products, with a one-input first layer, a one-output last layer
+    and the bias gradients folded into the activation kernels."""
     setting, source = read_switch(fused_gemm, "fused_gemm", "GNI_FUSED_GEMM", ("off", "on", "tf32x3", "fold"))
     products = "tf32x3" if setting == "tf32x3" and trainer.precision == "fp32" else trainer.precision
     if setting == "off":

@@ -25,6 +25,12 @@ from gni_engine.networks import MLP, ConvNet, Network, activation_derivative, ac
 
 Perturb = Callable[[int, torch.Tensor], torch.Tensor]
 Activate = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor | None, str], torch.Tensor]
+# finish(k, h, W, b, activation, W_out, b_out): the last hidden layer and the output layer together,
+# or None where it does not apply (the forward pass then goes on layer by layer)
+Finish = Callable[
+    [int, torch.Tensor, torch.Tensor, torch.Tensor | None, str, torch.Tensor, torch.Tensor | None],
+    torch.Tensor | None,
+]
 
 
 @dataclass
@@ -32,7 +38,9 @@ class Forward:
     """Output and internals of a stacked forward pass."""
 
     output: torch.Tensor  # (E, N, d_L)
-    inputs: list[torch.Tensor]  # value entering each injection point's layer, after perturbation: (E, N, ...)
+    # value entering each injection point's layer, after perturbation: (E, N, ...); without the last
+    # point's where ``finish`` computed the output from the layer before
+    inputs: list[torch.Tensor]
     pre_activations: list[torch.Tensor]  # MLP: z_k of hidden layer k, (E, N, d_{k+1}); [] when fused
 
 
@@ -62,8 +70,14 @@ class StackedMLP:
         return [*self.weights, *(self.biases or [])]
 
     def forward(
-        self, x: torch.Tensor, perturb: Perturb | None = None, activate: Activate | None = None
+        self,
+        x: torch.Tensor,
+        perturb: Perturb | None = None,
+        activate: Activate | None = None,
+        finish: Finish | None = None,
     ) -> Forward:
+        """``finish`` (with ``activate``): computes the last hidden layer and the output layer at once
+        where it can (the folded kernels), so the last hidden value is never materialised."""
         phi = activation_fn(self.activation)
         h = x  # (E, N, d_0)
         inputs: list[torch.Tensor] = []
@@ -74,6 +88,11 @@ class StackedMLP:
                 h = perturb(k, h)
             inputs.append(h)
             bias = self.biases[k] if self.biases is not None else None
+            if k == last - 1 and activate is not None and finish is not None:
+                out_bias = self.biases[last] if self.biases is not None else None
+                out = finish(k + 1, h, w, bias, self.activation, self.weights[last], out_bias)
+                if out is not None:
+                    return Forward(out, inputs, pre)
             if k < last and activate is not None:
                 h = activate(k + 1, h, w, bias, self.activation)
                 continue

@@ -36,7 +36,7 @@ from gni_engine.recording import LossRecorder, MetricRow, RecordContext, Recorde
 from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
 from gni_engine.seeding import derive_seed, make_generator
 from gni_engine.spec import RunSpec
-from gni_engine.stacked import Activate, Perturb, StackedMLP, StackedNetwork, stack_networks
+from gni_engine.stacked import Activate, Finish, Perturb, StackedMLP, StackedNetwork, stack_networks
 from gni_engine.step_graph import StepGraph
 
 SETTLE_EVERY = 16  # on a GPU, steps between reads of the divergence flags (the failing step stays exact)
@@ -157,8 +157,8 @@ class BatchTrainer:
         CUDA, or Triton's CPU interpreter in the tests), in the run's precision; ``"tf32x3"`` does so
         with an fp32 run's products computed as three TF32 tensor-core products of split operands
         (about fp32's accuracy); ``"fold"`` keeps cuBLAS's products and folds the rest into the
-        activation kernels (:mod:`gni_engine.folded_activation_triton`: a one-input layer's product,
-        every bias gradient); ``"off"`` (the default: on an H200 the fused GEMM ran at half
+        activation kernels (:mod:`gni_engine.folded_activation_triton`: a one-input first layer, a
+        one-output last layer, every bias gradient); ``"off"`` (the default: on an H200 the fused GEMM ran at half
         cuBLAS's speed, and the folded kernels are not yet measured) keeps cuBLAS with the fused
         activation kernel. ``None`` reads ``GNI_FUSED_GEMM``. Results record the choice as
         ``hidden_layer_kernel``.
@@ -326,6 +326,7 @@ class BatchTrainer:
         needs_r, needs_noise = self.needs_r, self.needs_noise
         perturb: Perturb | None = None
         activate: Activate | None = None
+        finish: Finish | None = None
         if needs_noise and self.noise_streams is not None and self.counter_kernels is not None:
             counter = CounterNoiseSampler(
                 self.train_noise,
@@ -337,6 +338,7 @@ class BatchTrainer:
             )
             perturb = counter.perturb()
             activate = counter.activate() if self.fuse_activation else None
+            finish = counter.finish() if self.fuse_activation else None
         elif needs_noise:
             perturb = NoiseSampler(
                 self.train_noise, self.noise_generators, n_examples=int(x.shape[1])
@@ -345,7 +347,7 @@ class BatchTrainer:
             # autograd's vector–Jacobian products need the input in the graph; the MLP recursion does not
             x_in = x.detach().requires_grad_(True) if needs_r and self.net.point_sizes() is None else x
             fwd = (
-                self.net.forward(x_in, perturb, activate)
+                self.net.forward(x_in, perturb, activate, finish)
                 if activate is not None and isinstance(self.net, StackedMLP)
                 else self.net.forward(x_in, perturb)
             )

@@ -286,3 +286,57 @@ def test_the_folded_kernels_are_refused_by_name_where_they_cannot_run(
     tanh = parse_run_spec(BASE)
     with pytest.raises(ValueError, match=r"folded activation kernels compute the hidden layers of MLPs"):
         BatchTrainer([tanh], noise_stream="counter", fused_gemm="fold")
+
+
+def test_a_finished_forward_pass_equals_the_layer_by_layer_one() -> None:
+    """``StackedMLP.forward``'s ``finish`` (the folded kernels' last hidden layer and output layer at
+    once; here their torch definition) gives the output of the layer-by-layer pass with the same
+    noise; a ``finish`` that declines (``None``) leaves the pass as it was."""
+    from gni_engine.counter_noise import (
+        REFERENCE_KERNELS,
+        CounterNoiseSampler,
+        CounterStreams,
+        FusedLinear,
+        reference_activator,
+    )
+    from gni_engine.noise import NoisePlan, NoiseScales
+    from gni_engine.stacked import StackedMLP
+
+    generator = torch.Generator().manual_seed(5)
+    sizes = [1, 12, 8, 1]
+    weights = [
+        torch.randn(3, a, b, dtype=torch.float64, generator=generator)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+    biases = [torch.randn(3, 1, b, dtype=torch.float64, generator=generator) for b in sizes[1:]]
+    net = StackedMLP(weights, biases, "relu")
+    x = torch.randn(3, 20, 1, dtype=torch.float64, generator=generator)
+    sigmas = [[0.1, 0.2, 0.3], [0.0, 0.1, 0.2], [0.3, 0.0, 0.1]]
+    scales = NoiseScales.from_sigmas(
+        sigmas, ["additive", "multiplicative", "additive"], dtype=torch.float64, device=torch.device("cpu")
+    )
+    plan = NoisePlan(scales, net.point_sizes())
+    calls: list[int] = []
+
+    def last_layer(h, w, bias, activation, w_out, b_out, *noise_and_flags):  # type: ignore[no-untyped-def]
+        calls.append(int(h.shape[2]))
+        hidden = reference_activator(torch.bmm(h, w), bias, activation, *noise_and_flags)
+        return torch.baddbmm(b_out, hidden, w_out)
+
+    def sampler(finish: Any) -> CounterNoiseSampler:
+        linear = FusedLinear(lambda h, w, a: False, lambda *a: None, "test", finish)  # type: ignore[arg-type,return-value]
+        streams = CounterStreams([11, 12, 13], torch.device("cpu"))
+        return CounterNoiseSampler(plan, streams, 20, REFERENCE_KERNELS, linear=linear)
+
+    plain = sampler(None)
+    assert plain.finish() is None
+    expected = net.forward(x, plain.perturb(), plain.activate())
+    folded = sampler(last_layer)
+    got = net.forward(x, folded.perturb(), folded.activate(), folded.finish())
+    assert calls == [12]  # the last hidden layer's input width
+    torch.testing.assert_close(got.output, expected.output, rtol=1e-12, atol=1e-12)
+    assert len(got.inputs) == len(expected.inputs) - 1  # the last hidden value never materialised
+    declined = sampler(lambda *args: None)
+    again = net.forward(x, declined.perturb(), declined.activate(), declined.finish())
+    torch.testing.assert_close(again.output, expected.output, rtol=0, atol=0)
+    assert len(again.inputs) == len(expected.inputs)

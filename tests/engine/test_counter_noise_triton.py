@@ -69,7 +69,11 @@ print("ok")
 """
 
 FOLDED = """
-from gni_engine.folded_activation_triton import compare_folded_with_reference, tile_shape
+from gni_engine.folded_activation_triton import (
+    compare_folded_with_reference,
+    compare_last_with_reference,
+    tile_shape,
+)
 
 assert tile_shape(37, 24) == (4, 16, 4)  # 3 programs down the rows (the last partial), 2 across
 differences = compare_folded_with_reference("cpu")
@@ -77,6 +81,12 @@ differences = compare_folded_with_reference("cpu")
 assert len(differences) == 2 * 2 * (8 * 4 + 8 * 3) + 1, len(differences)
 assert differences["nan_kept"] == 0.0, differences
 assert max(differences.values()) < 1e-6, sorted(differences.items(), key=lambda kv: -kv[1])[:5]
+last = compare_last_with_reference("cpu")
+# fp64 and fp32: 16 variants with an output bias (8 with a hidden bias: 6 values, 8 without: 5),
+# and one without (5)
+assert len(last) == 2 * (8 * 6 + 8 * 5 + 5) + 1, len(last)
+assert last["nan_kept"] == 0.0, last
+assert max(last.values()) < 1e-6, sorted(last.items(), key=lambda kv: -kv[1])[:5]
 print("ok")
 """
 
@@ -147,12 +157,14 @@ def test_training_with_the_fused_gemm_follows_the_separate_kernels_under_the_int
 @needs_triton
 def test_the_folded_kernels_match_their_definition_under_the_interpreter() -> None:
     """fp64 and fp32, every variant of a one-input and a 20-input layer, partial tiles and row chunks,
-    the bias (and first-layer weight) gradients summed in the kernel; a NaN reaches the output."""
+    the bias (and first-layer weight) gradients summed in the kernel; the last hidden layer with a
+    one-output layer folded in (its value recomputed for the output weight's gradient); a NaN
+    reaches the output."""
     _interpreted(FOLDED)
 
 
 @needs_triton
 def test_training_with_the_folded_kernels_follows_the_separate_kernels_under_the_interpreter() -> None:
-    """A 1-input network (its first layer folded) trains like the separate kernels, and a run gives
-    the same weights alone and in its batch (fp64: ≤ 1e-10)."""
+    """A 1-input, 1-output network (its first layer and its output layer folded) trains like the
+    separate kernels, and a run gives the same weights alone and in its batch (fp64: ≤ 1e-10)."""
     _interpreted(TRAINING_FOLDED)
