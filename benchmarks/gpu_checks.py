@@ -98,7 +98,8 @@ def counter_kernel() -> dict[str, Any]:
 def folded_kernel() -> dict[str, Any]:
     """The folded activation kernels (``fused_gemm="fold"``) against their definition, fp64 and fp32:
     one-input and 20-input layers in the variants a ReLU network trains with, and the last hidden
-    layer with a one-output layer folded in (every variant)."""
+    layer with a one-output layer folded in (every variant runs under the interpreter in the tests;
+    each costs the card a compilation)."""
     from gni_engine.folded_activation_triton import (
         compare_folded_with_reference,
         compare_last_with_reference,
@@ -106,7 +107,7 @@ def folded_kernel() -> dict[str, Any]:
 
     start = time.perf_counter()
     layers = compare_folded_with_reference(DEVICE, every_variant=False)
-    last = compare_last_with_reference(DEVICE)
+    last = compare_last_with_reference(DEVICE, every_variant=False)
     differences = {**layers, **last, "nan_kept": max(layers["nan_kept"], last["nan_kept"])}
     worst = max(differences, key=lambda k: differences[k])
     return {

@@ -365,7 +365,7 @@ def _layer_module(label: str) -> _LayerModule:
 
     def compare(device: str, *, every_variant: bool = True) -> dict[str, float]:
         found = folded.compare_folded_with_reference(device, every_variant=every_variant)
-        last = folded.compare_last_with_reference(device)
+        last = folded.compare_last_with_reference(device, every_variant=every_variant)
         return {**found, **last, "nan_kept": max(found["nan_kept"], last["nan_kept"])}
 
     return _LayerModule(
