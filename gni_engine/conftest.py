@@ -5,5 +5,10 @@ import importlib.util
 collect_ignore: list[str] = (
     []
     if importlib.util.find_spec("triton")
-    else ["counter_noise_triton.py", "counter_activation_triton.py", "fused_linear_triton.py"]
+    else [
+        "counter_noise_triton.py",
+        "counter_activation_triton.py",
+        "fused_linear_triton.py",
+        "folded_activation_triton.py",
+    ]
 )

@@ -470,6 +470,34 @@ class CounterNoiseSampler:
         return apply
 
 
+# ------------------------------------------------------------------- what the kernel checks use
+TRAINED_VARIANTS = [(True, "relu", True, True), (True, "relu", True, False)]  # what ReLU training compiles
+EVERY_VARIANT = [  # (bias, activation, noise, multiplicative)
+    (b, act, noise, mult)
+    for b in (True, False)
+    for act in ("relu", "linear")
+    for noise in (True, False)
+    for mult in (True, False)
+]
+
+
+def check_streams() -> tuple[torch.Tensor, torch.Tensor]:
+    """Keys and counters of three runs for the kernel checks: a key above 2⁶², counters crossing 2³²
+    and 2⁴⁰."""
+    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
+    return keys, torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
+
+
+def check_noise(
+    multiplicative: bool, noise: bool
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, float, bool, bool]]:
+    """Additive and multiplicative σ of the three check runs (float64) and the activator's last four
+    settings (point offset 11, sign −1 with multiplicative noise: the antithetic replay)."""
+    a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
+    m = torch.tensor([0.0, 0.3, 0.2] if multiplicative else [0.0, 0.0, 0.0], dtype=torch.float64)
+    return a, m, (11, -1.0 if multiplicative else 1.0, noise, multiplicative)
+
+
 def compare_layer_with_reference(
     layer: LinearActivator,
     device: str | torch.device,
@@ -489,29 +517,18 @@ def compare_layer_with_reference(
     network's training compiles, or in every variant with ``every_first_layer``;
     ``every_variant=False`` checks only the trained variants. ``nan_kept`` is 1 where a NaN in h did
     not reach the output (of a one-input or a four-input layer)."""
-    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
-    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
+    keys, starts = check_streams()
     generator = torch.Generator().manual_seed(2)
     out: dict[str, float] = {}
-    trained = [(True, "relu", True, True), (True, "relu", True, False)]
-    every = [
-        (b, act, noise, mult)
-        for b in (True, False)
-        for act in ("relu", "linear")
-        for noise in (True, False)
-        for mult in (True, False)
-    ]
     for d_in in (1, 20):
-        variants = every if every_variant and (d_in > 1 or every_first_layer) else trained
+        every = every_variant and (d_in > 1 or every_first_layer)
+        variants = EVERY_VARIANT if every else TRAINED_VARIANTS
         h = torch.randn(3, 37, d_in, dtype=torch.float64, generator=generator)
         w = torch.randn(3, d_in, 24, dtype=torch.float64, generator=generator) / d_in**0.5
         bias = torch.randn(3, 1, 24, dtype=torch.float64, generator=generator)
         g = torch.randn(3, 37, 24, dtype=torch.float64, generator=generator)
         for has_bias, activation, noise, multiplicative in variants:
-            a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
-            m = torch.tensor([0.0, 0.3, 0.2] if multiplicative else [0.0, 0.0, 0.0], dtype=torch.float64)
-            sign = -1.0 if multiplicative else 1.0
-            settings = (11, sign, noise, multiplicative)
+            a, m, settings = check_noise(multiplicative, noise)
             leaves = [h.clone().requires_grad_(True), w.clone().requires_grad_(True)]
             if has_bias:
                 leaves.append(bias.clone().requires_grad_(True))

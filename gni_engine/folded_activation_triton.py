@@ -573,10 +573,15 @@ def compare_last_with_reference(
     hidden layer with an output bias and the trained one without (``every_variant=False``: the
     variants a ReLU network trains with). ``nan_kept`` is 1 where a NaN in h did not reach the
     output."""
-    from gni_engine.counter_noise import reference_activator
+    from gni_engine.counter_noise import (
+        EVERY_VARIANT,
+        TRAINED_VARIANTS,
+        check_noise,
+        check_streams,
+        reference_activator,
+    )
 
-    keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
-    starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
+    keys, starts = check_streams()
     generator = torch.Generator().manual_seed(3)
     h = torch.randn(3, 37, 20, dtype=torch.float64, generator=generator)
     w = torch.randn(3, 20, 24, dtype=torch.float64, generator=generator) / 20**0.5
@@ -584,22 +589,14 @@ def compare_last_with_reference(
     w_out = torch.randn(3, 24, 1, dtype=torch.float64, generator=generator) / 24**0.5
     b_out = torch.randn(3, 1, 1, dtype=torch.float64, generator=generator)
     g = torch.randn(3, 37, 1, dtype=torch.float64, generator=generator)
-    variants = [
-        (has_bias, act, noise, mult, True)
-        for has_bias in (True, False)
-        for act in ("relu", "linear")
-        for noise in (True, False)
-        for mult in (True, False)
-    ] + [(True, "relu", True, False, False)]
-    if not every_variant:
-        variants = [(True, "relu", True, True, True), (True, "relu", True, False, True)]
+    # (hidden layer variant, output bias): every variant with one, the trained one without
+    variants = [(*v, True) for v in (EVERY_VARIANT if every_variant else TRAINED_VARIANTS)]
+    if every_variant:
+        variants.append((True, "relu", True, False, False))
     out: dict[str, float] = {}
     for dtype in (torch.float64, torch.float32):
         for has_bias, activation, noise, multiplicative, out_bias in variants:
-            a = torch.tensor([0.1, 0.0, 0.2], dtype=torch.float64)
-            m = torch.tensor([0.0, 0.3, 0.2] if multiplicative else [0.0, 0.0, 0.0], dtype=torch.float64)
-            sign = -1.0 if multiplicative else 1.0
-            settings = (11, sign, noise, multiplicative)
+            a, m, settings = check_noise(multiplicative, noise)
             leaves = {"h": h, "w": w, "w_out": w_out}
             if has_bias:
                 leaves["b"] = bias
