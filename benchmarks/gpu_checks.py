@@ -97,18 +97,17 @@ def counter_kernel() -> dict[str, Any]:
 
 def folded_kernel() -> dict[str, Any]:
     """The folded activation kernels (``fused_gemm="fold"``) against their definition, fp64 and fp32:
-    one-input and 20-input layers in the variants a ReLU network trains with, and the last hidden
-    layer with a one-output layer folded in (every variant runs under the interpreter in the tests;
+    one-input and 20-input layers and the last hidden layer with a one-output layer folded in, in
+    the variants a ReLU network trains with (every variant runs under the interpreter in the tests;
     each costs the card a compilation)."""
-    from gni_engine.folded_activation_triton import (
-        compare_folded_with_reference,
-        compare_last_with_reference,
-    )
+    from gni_engine.folded_activation_triton import compare_fold_with_reference
 
     start = time.perf_counter()
-    layers = compare_folded_with_reference(DEVICE, every_variant=False)
-    last = compare_last_with_reference(DEVICE, every_variant=False)
-    differences = {**layers, **last, "nan_kept": max(layers["nan_kept"], last["nan_kept"])}
+    return _summary(compare_fold_with_reference(DEVICE, every_variant=False), start)
+
+
+def _summary(differences: dict[str, float], start: float) -> dict[str, Any]:
+    """How many values a comparison checked, the worst and where, and the seconds it took."""
     worst = max(differences, key=lambda k: differences[k])
     return {
         "checks": len(differences),
@@ -131,14 +130,7 @@ def fused_gemm_kernel() -> dict[str, Any]:
     for products in ("fp32", "tf32", "tf32x3"):
         start = time.perf_counter()
         differences = compare_linear_with_reference(DEVICE, precision=products, every_variant=False)
-        worst = max(differences, key=lambda k: differences[k])
-        out[products] = {
-            "checks": len(differences),
-            "worst": worst,
-            "worst_relative_difference": differences[worst],
-            "nan_kept": differences["nan_kept"],
-            "seconds_with_compilation": time.perf_counter() - start,
-        }
+        out[products] = _summary(differences, start)
     return out
 
 

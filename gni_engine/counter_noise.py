@@ -365,13 +365,12 @@ def _layer_module(label: str) -> _LayerModule:
         )
     from gni_engine import folded_activation_triton as folded
 
-    def compare(device: str, *, every_variant: bool = True) -> dict[str, float]:
-        found = folded.compare_folded_with_reference(device, every_variant=every_variant)
-        last = folded.compare_last_with_reference(device, every_variant=every_variant)
-        return {**found, **last, "nan_kept": max(found["nan_kept"], last["nan_kept"])}
-
     return _LayerModule(
-        folded.applies, folded.folded_activate_gpu, compare, folded.INTERPRETED, folded.folded_last_gpu
+        folded.applies,
+        folded.folded_activate_gpu,
+        folded.compare_fold_with_reference,
+        folded.INTERPRETED,
+        folded.folded_last_gpu,
     )
 
 

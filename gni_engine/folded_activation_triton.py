@@ -677,3 +677,14 @@ def compare_folded_with_reference(
         out["nan_kept"] = max(out.get("nan_kept", 0.0), found.pop("nan_kept"))
         out.update(found)
     return out
+
+
+def compare_fold_with_reference(
+    device: str | torch.device = "cuda", *, every_variant: bool = True
+) -> dict[str, float]:
+    """Both comparisons of the folded kernels in one table (what the start-up probe and the card
+    check read): :func:`compare_folded_with_reference` and :func:`compare_last_with_reference`,
+    ``nan_kept`` 1 where either lost a NaN."""
+    layers = compare_folded_with_reference(device, every_variant=every_variant)
+    last = compare_last_with_reference(device, every_variant=every_variant)
+    return {**layers, **last, "nan_kept": max(layers["nan_kept"], last["nan_kept"])}

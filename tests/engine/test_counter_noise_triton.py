@@ -38,22 +38,26 @@ assert max(differences.values()) < 1e-6, sorted(differences.items(), key=lambda 
 print("ok")
 """
 
-TRAINING = """
+SPECS = """
 import torch
 from gni_engine.spec import parse_run_spec
 from gni_engine.training import BatchTrainer
 
-def spec(mode, kind, seed):
+def spec(mode, kind, seed, precision="fp32"):
     return parse_run_spec({
         "data": {"name": "sinusoids", "n_points": 40, "frequencies": [1.0, 3.0]},
         "model": {"hidden": [12, 8], "activation": "relu"},
         "noise": {"sigma": 0.2, "kind": kind},
         "training": {"steps": 8, "lr": 0.01, "mode": mode},
         "analyses": {"record_every": 4, "noise_gap_samples": 2},
-        "execution": {"precision": "fp32"},
+        "execution": {"precision": precision},
         "seed": seed,
     })
+"""
 
+TRAINING = (
+    SPECS
+    + """
 specs = [spec("gni", "additive", 0), spec("gni", "multiplicative", 1), spec("baseline", "additive", 2)]
 fused = BatchTrainer(specs, noise_stream="counter", fused_gemm="on").run()
 separate = BatchTrainer(specs, noise_stream="counter", fused_gemm="off").run()
@@ -67,6 +71,7 @@ split = BatchTrainer(specs[:1], noise_stream="counter", fused_gemm="tf32x3")
 assert split.hidden_layer_kernel == "fused-gemm/tf32x3", split.hidden_layer_kernel
 print("ok")
 """
+)
 
 FOLDED = """
 from gni_engine.folded_activation_triton import (
@@ -90,22 +95,9 @@ assert max(last.values()) < 1e-6, sorted(last.items(), key=lambda kv: -kv[1])[:5
 print("ok")
 """
 
-TRAINING_FOLDED = """
-import torch
-from gni_engine.spec import parse_run_spec
-from gni_engine.training import BatchTrainer
-
-def spec(mode, kind, seed, precision):
-    return parse_run_spec({
-        "data": {"name": "sinusoids", "n_points": 40, "frequencies": [1.0, 3.0]},
-        "model": {"hidden": [12, 8], "activation": "relu"},
-        "noise": {"sigma": 0.2, "kind": kind},
-        "training": {"steps": 8, "lr": 0.01, "mode": mode},
-        "analyses": {"record_every": 4, "noise_gap_samples": 2},
-        "execution": {"precision": precision},
-        "seed": seed,
-    })
-
+TRAINING_FOLDED = (
+    SPECS
+    + """
 for precision in ("fp32", "fp64"):
     specs = [spec("gni", "additive", 0, precision), spec("gni", "multiplicative", 1, precision),
              spec("baseline", "additive", 2, precision)]
@@ -123,6 +115,7 @@ for precision in ("fp32", "fp64"):
             assert worst <= (1e-10 if precision == "fp64" else 1e-6), (precision, k, worst)
 print("ok")
 """
+)
 
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="Triton is not installed (CPU-only PyTorch)"
