@@ -1,7 +1,9 @@
 """Hidden layers with cuBLAS products and everything else folded into the activation kernels.
 
-Imported only where Triton is present (and, outside the tests' CPU interpreter, CUDA). Opt-in as
-``fused_gemm="fold"``. With cuBLAS and the fused activation kernel
+Imported only where Triton is present (and, outside the tests' CPU interpreter, CUDA). The default
+on CUDA where it applies (``fused_gemm="auto"``; ``"fold"`` asks for it, ``"off"`` declines it);
+measured 1.17× faster in TF32 and 1.08× in fp32 than what it replaces on an H200
+(docs/performance.md). With cuBLAS and the fused activation kernel
 (:mod:`gni_engine.counter_activation_triton`), a step still makes passes over the layers' largest
 tensors (E × N × d values) that carry no arithmetic worth the traffic:
 
@@ -20,9 +22,10 @@ tensors (E × N × d values) that carry no arithmetic worth the traffic:
   Σ_n h_n g_out,n: h is never stored (:class:`_FoldedLastLayer`, reached through
   ``StackedMLP.forward``'s ``finish``).
 
-The backward kernel works on (rows × columns) tiles, each program summing its rows into one partial
-sum per column; a second, small reduction (``sum`` over the programs, in a fixed order) finishes the
-gradients, so results do not depend on scheduling. Noise the backward needs (multiplicative runs,
+The backward kernel works on (rows × columns) tiles, each program accumulating a few tiles down
+the rows in a loop and summing them into one partial sum per column (:class:`TileConfig`); a
+second, small reduction (``sum`` over the programs, in a fixed order) finishes the gradients, so
+results do not depend on scheduling. Noise the backward needs (multiplicative runs,
 the output layer's recomputed h) is regenerated tile by tile at the counters the forward kernel used
 (:func:`gni_engine.counter_noise_triton._noise_tile`; the width must be a multiple of 4). The
 definition is the same as the separate kernels' (``bmm``, then
@@ -33,6 +36,7 @@ another summation order, and equal alone and in a batch.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -96,6 +100,82 @@ def _tile_pre_activation(  # type: ignore[no-untyped-def]
 
 
 @triton.jit
+def _gradient_chunk(  # type: ignore[no-untyped-def]
+    g_acc,
+    xg_acc,
+    chunk,
+    g_ptr,
+    src_ptr,
+    gz_ptr,
+    out_grad_ptr,
+    add_ptr,
+    mul_ptr,
+    keys_ptr,
+    starts_ptr,
+    point_offset,
+    sign,
+    rows_total,
+    e,
+    run,
+    col0,
+    w,
+    w_out,
+    b,
+    WIDTH: tl.constexpr,
+    FROM_INPUT: tl.constexpr,
+    FROM_OUTPUT: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    RELU: tl.constexpr,
+    NOISE: tl.constexpr,
+    MULT_NOISE: tl.constexpr,
+    STORE_GZ: tl.constexpr,
+    SUM_AT_END: tl.constexpr,
+    BR: tl.constexpr,
+    BC: tl.constexpr,
+):
+    """One (BR, BC) tile of :func:`_gradient_tiles_kernel` at row chunk ``chunk``: stores g_z and adds
+    the tile's g_z and x g_z (or h g_out) to the accumulators — whole tiles when ``SUM_AT_END``,
+    else their column sums."""
+    rows = chunk * BR + tl.arange(0, BR)
+    cols = col0 + tl.arange(0, BC)
+    col_ok = cols < WIDTH
+    row_ok = rows < rows_total
+    inside = row_ok[:, None] & col_ok[None, :]
+    at = run + rows.to(tl.int64)[:, None] * WIDTH + cols[None, :]
+    u, xs = _tile_pre_activation(
+        src_ptr, w, b, e, rows, row_ok, inside, at, rows_total, FROM_INPUT, HAS_BIAS, BR, BC
+    )
+    if FROM_OUTPUT:
+        g_out = tl.load(out_grad_ptr + e * rows_total + rows, mask=row_ok, other=0.0)
+        g = g_out[:, None] * w_out[None, :]
+    else:
+        g = tl.load(g_ptr + at, mask=inside, other=0.0)
+    eps = u  # not read unless drawn
+    if MULT_NOISE or (FROM_OUTPUT and NOISE):
+        eps = _noise_tile(keys_ptr, starts_ptr, e, point_offset, rows, col0, WIDTH, BR, BC).to(g.dtype)
+    xg = g  # the weight's summand, where there is one
+    if FROM_OUTPUT:
+        xg = _noisy_value(u, eps, add_ptr, mul_ptr, e, sign, RELU, NOISE) * g_out[:, None]
+    if MULT_NOISE:
+        g = g + g * ((tl.load(mul_ptr + e) * sign) * eps)
+    if RELU:
+        g = tl.where(u > 0, g, 0.0)
+    if STORE_GZ:
+        tl.store(gz_ptr + at, g, mask=inside)
+    if FROM_INPUT:
+        xg = g * xs
+    if SUM_AT_END:
+        g_acc += g
+        if FROM_INPUT or FROM_OUTPUT:
+            xg_acc += xg
+    else:
+        g_acc += tl.sum(g, axis=0)
+        if FROM_INPUT or FROM_OUTPUT:
+            xg_acc += tl.sum(xg, axis=0)
+    return g_acc, xg_acc
+
+
+@triton.jit
 def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     g_ptr,
     src_ptr,
@@ -126,6 +206,8 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     BR: tl.constexpr,
     BC: tl.constexpr,
     CHUNKS: tl.constexpr,
+    ROLLED: tl.constexpr,
+    SUM_AT_END: tl.constexpr,
 ):
     """g_z = g (1 + s m ε) φ'(u) on CHUNKS × BR rows and BC columns of run e, with u = z + b read
     from ``src`` or, ``FROM_INPUT``, recomputed as fma(x, w, b) from x (E, N, 1). ``FROM_OUTPUT``
@@ -134,7 +216,8 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     recomputed (ε regenerated) for the output weight's gradient Σ h g_out. Writes g_z when
     ``STORE_GZ``, and this program's column sums Σ g_z (``SUM_BIAS``) and Σ x g_z (``FROM_INPUT``)
     or Σ h g_out (``FROM_OUTPUT``) into row ``program_id(1)`` of the (E, row_programs, WIDTH)
-    partial sums."""
+    partial sums. ``ROLLED``: the chunks are a loop rather than unrolled; ``SUM_AT_END``: whole
+    tiles are accumulated and summed down the rows once, rather than each chunk's."""
     e = tl.program_id(0).to(tl.int64)
     pr = tl.program_id(1)
     col0 = tl.program_id(2) * BC
@@ -145,36 +228,34 @@ def _gradient_tiles_kernel(  # type: ignore[no-untyped-def]
     w_out = tl.load(out_w_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
     b = tl.load(bias_ptr + e * WIDTH + cols, mask=col_ok, other=0.0)
     run = e * rows_total * WIDTH
-    g_sum = tl.zeros((BC,), dtype=g_ptr.dtype.element_ty)
-    xg_sum = tl.zeros((BC,), dtype=g_ptr.dtype.element_ty)
-    for i in tl.static_range(CHUNKS):
-        rows = (pr * CHUNKS + i) * BR + tl.arange(0, BR)
-        row_ok = rows < rows_total
-        inside = row_ok[:, None] & col_ok[None, :]
-        at = run + rows.to(tl.int64)[:, None] * WIDTH + cols[None, :]
-        u, xs = _tile_pre_activation(
-            src_ptr, w, b, e, rows, row_ok, inside, at, rows_total, FROM_INPUT, HAS_BIAS, BR, BC
-        )
-        if FROM_OUTPUT:
-            g_out = tl.load(out_grad_ptr + e * rows_total + rows, mask=row_ok, other=0.0)
-            g = g_out[:, None] * w_out[None, :]
-        else:
-            g = tl.load(g_ptr + at, mask=inside, other=0.0)
-        eps = u  # not read unless drawn
-        if MULT_NOISE or (FROM_OUTPUT and NOISE):
-            eps = _noise_tile(keys_ptr, starts_ptr, e, point_offset, rows, col0, WIDTH, BR, BC).to(g.dtype)
-        if FROM_OUTPUT:
-            h = _noisy_value(u, eps, add_ptr, mul_ptr, e, sign, RELU, NOISE)
-            xg_sum += tl.sum(h * g_out[:, None], axis=0)
-        if MULT_NOISE:
-            g = g + g * ((tl.load(mul_ptr + e) * sign) * eps)
-        if RELU:
-            g = tl.where(u > 0, g, 0.0)
-        if STORE_GZ:
-            tl.store(gz_ptr + at, g, mask=inside)
-        g_sum += tl.sum(g, axis=0)
-        if FROM_INPUT:
-            xg_sum += tl.sum(g * xs, axis=0)
+    if SUM_AT_END:
+        g_acc = tl.zeros((BR, BC), dtype=g_ptr.dtype.element_ty)
+        xg_acc = tl.zeros((BR, BC), dtype=g_ptr.dtype.element_ty)
+    else:
+        g_acc = tl.zeros((BC,), dtype=g_ptr.dtype.element_ty)
+        xg_acc = tl.zeros((BC,), dtype=g_ptr.dtype.element_ty)
+    if ROLLED:
+        for i in range(CHUNKS):
+            g_acc, xg_acc = _gradient_chunk(
+                g_acc, xg_acc, pr * CHUNKS + i, g_ptr, src_ptr, gz_ptr, out_grad_ptr, add_ptr,
+                mul_ptr, keys_ptr, starts_ptr, point_offset, sign, rows_total, e, run, col0, w,
+                w_out, b, WIDTH, FROM_INPUT, FROM_OUTPUT, HAS_BIAS, RELU, NOISE, MULT_NOISE,
+                STORE_GZ, SUM_AT_END, BR, BC,
+            )  # fmt: skip
+    else:
+        for i in tl.static_range(CHUNKS):
+            g_acc, xg_acc = _gradient_chunk(
+                g_acc, xg_acc, pr * CHUNKS + i, g_ptr, src_ptr, gz_ptr, out_grad_ptr, add_ptr,
+                mul_ptr, keys_ptr, starts_ptr, point_offset, sign, rows_total, e, run, col0, w,
+                w_out, b, WIDTH, FROM_INPUT, FROM_OUTPUT, HAS_BIAS, RELU, NOISE, MULT_NOISE,
+                STORE_GZ, SUM_AT_END, BR, BC,
+            )  # fmt: skip
+    if SUM_AT_END:
+        g_sum = tl.sum(g_acc, axis=0)
+        xg_sum = tl.sum(xg_acc, axis=0)
+    else:
+        g_sum = g_acc
+        xg_sum = xg_acc
     partial = (e * row_programs + pr) * WIDTH + cols
     if SUM_BIAS:
         tl.store(bias_sum_ptr + partial, g_sum, mask=col_ok)
@@ -226,14 +307,37 @@ def _last_layer_forward_kernel(  # type: ignore[no-untyped-def]
     tl.store(out_ptr + e * rows_total + rows, out, mask=row_ok)
 
 
-def tile_shape(rows: int, width: int) -> tuple[int, int, int]:
-    """(BR, BC, CHUNKS): rows and columns of a tile, and the row chunks a program sums — up to 8
-    (fewer partial sums to finish) while a run keeps ``MIN_ROW_PROGRAMS`` programs down its rows.
-    It does not depend on the batch, so a run's sums are the same alone and in any batch."""
+@dataclass(frozen=True)
+class TileConfig:
+    """How the backward kernel walks a run's rows. Nothing here depends on the batch, so a run's
+    sums are the same alone and in any batch; another configuration sums in another order (the
+    same values up to rounding). ``tile_values``: values per (rows × columns) tile; ``max_chunks``:
+    tiles a program sums down the rows (fewer partial sums to finish); ``num_warps``: warps per
+    program; ``rolled``: the chunks are a loop, not unrolled; ``sum_at_end``: whole tiles are
+    accumulated and summed down once per program.
+
+    The defaults are the fastest of eight configurations timed on an H200 at the reference sweep's
+    size (``benchmarks/fold_tiles.py``, docs/performance.md): the unrolled loop that summed each
+    chunk took 4.56 ms for the output layer's backward and 0.81 ms for the first layer's; rolled,
+    summing at the end, 0.95 and 0.38 (hidden layers 0.85 either way)."""
+
+    tile_values: int = TILE_VALUES
+    max_chunks: int = 8
+    num_warps: int = 4
+    rolled: bool = True
+    sum_at_end: bool = True
+
+
+TILES = TileConfig()
+
+
+def tile_shape(rows: int, width: int, config: TileConfig = TILES) -> tuple[int, int, int]:
+    """(BR, BC, CHUNKS): rows and columns of a tile, and the row chunks a program sums — up to
+    ``config.max_chunks`` while a run keeps ``MIN_ROW_PROGRAMS`` programs down its rows."""
     bc = min(triton.next_power_of_2(width), MAX_TILE_COLUMNS)
-    br = max(TILE_VALUES // bc, 1)
+    br = max(config.tile_values // bc, 1)
     chunks = 1
-    while chunks < 8 and rows >= br * chunks * 2 * MIN_ROW_PROGRAMS:
+    while chunks < config.max_chunks and rows >= br * chunks * 2 * MIN_ROW_PROGRAMS:
         chunks *= 2
     return br, bc, chunks
 
@@ -251,17 +355,20 @@ def _gradient_tiles(
     store: bool,
     sum_bias: bool,
     output: tuple[torch.Tensor, torch.Tensor] | None = None,
+    config: TileConfig | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """(g_z or None, Σ_n g_z (E, 1, d) or None, the weight sums (E, 1, d) or None). ``weight``
     given: ``src`` is a one-input layer's x (E, N, 1) and the sums are Σ_n x_n g_z; ``output``
     given, (g_out (E, N, 1), w_out (E, d, 1)): ``grad`` is None, ``src`` is z (E, N, d) of the
     layer before a one-output layer, and the sums are Σ_n h_n g_out,n; else ``src`` is z.
-    ``noise_args``: (additive, multiplicative, keys, starts, point offset, sign)."""
+    ``noise_args``: (additive, multiplicative, keys, starts, point offset, sign); ``config``: the
+    tiles (:data:`TILES` unless a benchmark compares others)."""
     additive, multiplicative, keys, starts, point_offset, sign = noise_args
     grad = grad.contiguous() if grad is not None else None
     e, rows = src.shape[:2]
     width = int(weight.shape[2] if weight is not None else src.shape[2])
-    br, bc, chunks = tile_shape(rows, width)
+    config = config if config is not None else TILES
+    br, bc, chunks = tile_shape(rows, width, config)
     row_programs = triton.cdiv(rows, br * chunks)
     if row_programs > MAX_BLOCKS:
         raise ValueError(
@@ -305,6 +412,9 @@ def _gradient_tiles(
         BR=br,
         BC=bc,
         CHUNKS=chunks,
+        ROLLED=config.rolled,
+        SUM_AT_END=config.sum_at_end,
+        num_warps=config.num_warps,
     )
     finish = lambda parts: parts.sum(1, keepdim=True) if parts is not None else None  # noqa: E731
     return grad_z, finish(bias_parts), finish(weight_parts)

@@ -95,6 +95,23 @@ assert max(last.values()) < 1e-6, sorted(last.items(), key=lambda kv: -kv[1])[:5
 print("ok")
 """
 
+FOLDED_TILES = """
+from gni_engine import folded_activation_triton as folded
+from gni_engine.folded_activation_triton import (
+    TileConfig,
+    compare_folded_with_reference,
+    compare_last_with_reference,
+)
+
+for config in (TileConfig(rolled=False, sum_at_end=False), TileConfig(rolled=True, sum_at_end=False)):
+    folded.TILES = config
+    for table in (compare_folded_with_reference("cpu", every_variant=False),
+                  compare_last_with_reference("cpu", every_variant=False)):
+        assert table["nan_kept"] == 0.0, (config, table)
+        assert max(table.values()) < 1e-6, (config, sorted(table.items(), key=lambda kv: -kv[1])[:5])
+print("ok")
+"""
+
 TRAINING_FOLDED = (
     SPECS
     + """
@@ -126,7 +143,7 @@ def _interpreted(code: str) -> None:
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
     done = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=False
     )
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
@@ -154,6 +171,14 @@ def test_the_folded_kernels_match_their_definition_under_the_interpreter() -> No
     one-output layer folded in (its value recomputed for the output weight's gradient); a NaN
     reaches the output."""
     _interpreted(FOLDED)
+
+
+@needs_triton
+def test_every_way_of_walking_the_rows_gives_the_folded_kernels_definition_under_the_interpreter() -> None:
+    """The tile configurations ``benchmarks/fold_tiles.py`` compares on a card (unrolled or rolled row
+    chunks, each chunk summed or whole tiles summed at the end) sum in other orders but give the
+    same gradients: the first layer's, a hidden layer's and the output layer's."""
+    _interpreted(FOLDED_TILES)
 
 
 @needs_triton
