@@ -89,7 +89,8 @@ def flops_per_run(args: argparse.Namespace) -> float:
 def measure(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     specs = sweep(args, mode)
     streams: set[str] = set()  # which noise streams this mode's timed trainers used
-    time_training(specs[:1], streams)  # warm-up (allocator, kernels)
+    warm = sweep(argparse.Namespace(**{**vars(args), "runs": 1, "steps": min(args.steps, 20)}), mode)
+    time_training(warm, set())  # warm-up (allocator, kernel compilation and start-up checks)
     seq = sum(time_training([s], streams) for s in specs[: args.seq_runs])
     stacked = time_training(specs, streams)
     seq_rate = args.seq_runs / seq
@@ -171,10 +172,11 @@ def main() -> None:
     parser.add_argument("--round-steps", type=int, default=10, help="stacked steps in a round")
     parser.add_argument(
         "--fused-gemm",
-        default="off",
-        choices=["off", "on", "tf32x3", "fold"],
+        default="auto",
+        choices=["auto", "off", "on", "tf32x3", "fold"],
         help="hidden layers as one Triton GEMM each, or cuBLAS with the folded activation kernels "
-        "(fold) (BatchTrainer's fused_gemm; GPU)",
+        "(fold; auto, the default, folds where they run), or cuBLAS with the fused activation "
+        "kernel (off) (BatchTrainer's fused_gemm; GPU)",
     )
     parser.add_argument(
         "--cuda-graph",

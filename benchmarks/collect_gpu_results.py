@@ -16,12 +16,14 @@ from typing import Any
 SWEEP_FILES = (
     "batching_tf32",
     "batching_fp32",
+    "batching_tf32_off",
+    "batching_fp32_off",
     "batching_tf32_fold",
     "batching_fp32_fold",
     "batching_tf32_fused_gemm",
     "batching_fp32_fused_gemm",
 )
-ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times")
+ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times", "fold_tiles")
 ANCHOR_FILES = ("anchor", "anchor_compiled")
 
 
@@ -83,6 +85,7 @@ def collect(folder: Path) -> dict[str, Any]:
                 "precision": precision,
                 "runs": runs,
                 "engine_runs_per_s": result["stacked_runs_per_s"],
+                "kernels": result.get("noise_streams", []),
             }
             for label in ("stacked", "compiled"):
                 anchor = out["anchor"]["rates"].get(f"{label} {precision} {runs}")
@@ -104,8 +107,9 @@ def main() -> None:
     for row in result["summary"]:
         ratios = ", ".join(f"{k.removeprefix('vs_')} {v:.2f}×" for k, v in row.items() if k.startswith("vs_"))
         print(
-            f"{row['mode']} {row['precision']} {row['runs']} runs, fused GEMM {row['fused_gemm']}: "
-            f"{row['engine_runs_per_s']:.2f} runs/s" + (f" ({ratios})" if ratios else "")
+            f"{row['mode']} {row['precision']} {row['runs']} runs, fused GEMM {row['fused_gemm']} "
+            f"({'; '.join(row['kernels']) or '?'}): {row['engine_runs_per_s']:.2f} runs/s"
+            + (f" ({ratios})" if ratios else "")
         )
     print(f"anchor runs/s: {json.dumps(result['anchor']['rates'])}")
     print(f"wrote {args.folder / 'gpu_bench.json'}")

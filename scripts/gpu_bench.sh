@@ -5,11 +5,14 @@
 # ignored folder) to measure the anchors on the same card in the same call. BUDGET_S (default 460)
 # caps the whole script: each step gets at most what is left, so a slow step cannot eat the next
 # one's results. Order: the issue's figures first — the reference sweep in TF32 (1,024 runs) and
-# fp32 (256 runs, gni and explicit), each with cuBLAS + the fused activation kernel (the default)
-# and with the folded kernels (fused_gemm=fold) — then the eager anchors, the GPU checks (kernels
-# against their definitions, graph-replayed steps against eager ones, profiles, equivalence,
-# divergence), the compiled anchors and single-run step times. FUSED_GEMM=1 adds the fused GEMM
-# (its autotuning compiled for 3 minutes on an H200, and it ran at half cuBLAS's speed there).
+# fp32 (256 runs, gni and explicit) with the default kernels (cuBLAS products, the folded activation
+# kernels) — then the eager anchors, the GPU checks (kernels against their definitions, batches
+# against runs alone, graph-replayed steps against eager ones, divergence, profiles). Caps from an
+# H200 on 2026-11-27 (a cold Triton cache: each sweep's warm-up compiles its kernels): TF32 sweep
+# ~60 s, fp32 ~85 s, anchors 45 + 75 s. What budget is left goes to the same sweeps with cuBLAS and
+# the fused activation kernel (fused_gemm=off, the previous default), the compiled anchors and
+# single-run step times. FUSED_GEMM=1 adds the fused GEMM (its autotuning compiled for 3 minutes on
+# an H200, and it ran at half cuBLAS's speed there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-bench-out}"
@@ -29,18 +32,19 @@ run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the scri
 }
 sweep=(benchmarks/batching.py --seq-runs 1)
 anchor=(.bench/anchor_bench.py --seq-runs 1)
-run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
-run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm fold --json "$out/batching_tf32_fold.json"
-run 100 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
-run 45 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm fold --json "$out/batching_fp32_fold.json"
+run 90 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
+run 110 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
 if [ -f .bench/anchor_bench.py ]; then  # the plain-PyTorch anchors, same card, same call
-  { run 50 "${anchor[@]}" --batch-sizes 256 && run 95 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
+  { run 55 "${anchor[@]}" --batch-sizes 256 && run 90 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
   grep -A3 SUMMARY "$out/anchor.txt"
 fi
 checks=(benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256)
 [ "${FUSED_GEMM:-0}" = 1 ] && checks+=(--fused-gemm)
-run 120 "${checks[@]}"
-if [ -f .bench/anchor_bench.py ]; then  # what budget is left: the anchor's compiled loops
+run 110 "${checks[@]}"
+# what budget is left: the previous default, the anchor's compiled loops, single-run step times
+run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm off --json "$out/batching_tf32_off.json"
+run 40 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm off --json "$out/batching_fp32_off.json"
+if [ -f .bench/anchor_bench.py ]; then
   run 90 "${anchor[@]}" --batch-sizes 1 --compiled-sizes 256 > "$out/anchor_compiled.txt" 2>&1
   grep -A4 SUMMARY "$out/anchor_compiled.txt"
 fi

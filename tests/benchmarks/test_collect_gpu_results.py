@@ -70,3 +70,22 @@ def test_fold_and_fused_gemm_sweeps_are_summarised_beside_the_cublas_one(tmp_pat
         ("fold", 24.0, 1.6),
         ("on", 30.0, 2.0),
     ]
+
+
+def test_the_default_sweep_names_the_kernels_it_ran_beside_the_previous_default(tmp_path: Path) -> None:
+    """Since the folded kernels became the default (``fused_gemm`` ``auto``), a summary row says which
+    kernels a sweep ran, from the sweep's own record, and the ``off`` sweep is summarised after it."""
+    collect = _collector()
+    for name, fused, rate, kernels in (
+        ("batching_tf32", "auto", 32.0, "philox-counter/triton, hidden layers gemm+folded-activation"),
+        ("batching_tf32_off", "off", 27.0, "philox-counter/triton, hidden layers gemm+fused-activation"),
+    ):
+        sweep = {
+            "args": {"precision": "tf32", "runs": 1024, "fused_gemm": fused},
+            "results": [{"mode": "gni", "stacked_runs_per_s": rate, "noise_streams": [kernels]}],
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(sweep))
+    rows = collect.collect(tmp_path)["summary"]
+    assert [(r["fused_gemm"], r["engine_runs_per_s"]) for r in rows] == [("auto", 32.0), ("off", 27.0)]
+    assert rows[0]["kernels"] == ["philox-counter/triton, hidden layers gemm+folded-activation"]
+    assert "vs_anchor_stacked" not in rows[0]  # no anchor in this folder: no ratio

@@ -252,7 +252,7 @@ def test_the_fused_gemm_is_refused_by_name_where_it_cannot_run(monkeypatch: pyte
         BatchTrainer([relu32], noise_stream="counter", fused_gemm="on")
     monkeypatch.setenv("GNI_FUSED_GEMM", "yes")
     with pytest.raises(
-        ValueError, match="GNI_FUSED_GEMM: expected one of 'off', 'on', 'tf32x3', 'fold', got 'yes'"
+        ValueError, match="GNI_FUSED_GEMM: expected one of 'auto', 'off', 'on', 'tf32x3', 'fold', got 'yes'"
     ):
         BatchTrainer([relu], noise_stream="counter")
     monkeypatch.setenv("GNI_FUSED_GEMM", "off")
@@ -286,6 +286,38 @@ def test_the_folded_kernels_are_refused_by_name_where_they_cannot_run(
     tanh = parse_run_spec(BASE)
     with pytest.raises(ValueError, match=r"folded activation kernels compute the hidden layers of MLPs"):
         BatchTrainer([tanh], noise_stream="counter", fused_gemm="fold")
+
+
+def test_the_default_folds_only_where_the_folded_kernels_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` (the default, and GNI_FUSED_GEMM unset) picks the folded kernels for a CUDA batch they
+    compute and quietly keeps cuBLAS + the fused activation kernel elsewhere: on the CPU (even where
+    the interpreter could run them), for odd widths, tanh and generator noise."""
+    monkeypatch.delenv("GNI_FUSED_GEMM", raising=False)
+    relu = parse_run_spec({**BASE, "model": {"hidden": [8, 8], "activation": "relu"}})
+    assert BatchTrainer([relu], noise_stream="counter").hidden_layer_kernel == "gemm+fused-activation"
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert BatchTrainer([relu], noise_stream="counter").hidden_layer_kernel == "gemm+fused-activation"
+    odd = parse_run_spec({**BASE, "model": {"hidden": [8, 6], "activation": "relu"}})
+    tanh = parse_run_spec(BASE)
+    for spec, kernel in ((odd, "gemm+fused-activation"), (tanh, "eager")):
+        assert BatchTrainer([spec], noise_stream="counter", fused_gemm="auto").hidden_layer_kernel == kernel
+    assert BatchTrainer([relu], noise_stream="generator").hidden_layer_kernel == "eager"
+
+    from gni_engine import kernel_choice
+
+    probed: list[str] = []
+
+    def probe(device: torch.device) -> str:
+        probed.append(device.type)
+        return "the folded kernels"
+
+    monkeypatch.setattr(kernel_choice, "folded_kernel", probe)
+    trainer = BatchTrainer([relu], noise_stream="counter")
+    assert kernel_choice._folded_where_it_runs(trainer) is None and probed == []  # a CPU batch
+    trainer.device = torch.device("cuda")  # what the choice reads; nothing runs
+    assert kernel_choice._folded_where_it_runs(trainer) == "the folded kernels" and probed == ["cuda"]
+    trainer.net.weights[0] = trainer.net.weights[0][..., :6]
+    assert kernel_choice._folded_where_it_runs(trainer) is None  # a width the kernels do not take
 
 
 def test_a_finished_forward_pass_equals_the_layer_by_layer_one() -> None:
