@@ -130,6 +130,14 @@ def _stack_data(tensors: Sequence[torch.Tensor], device: torch.device) -> torch.
     return torch.stack([t.to(device) for t in tensors])
 
 
+def _zero_runs(grad: torch.Tensor, failed: torch.Tensor) -> torch.Tensor:
+    """``grad`` (E, …) with the runs flagged in ``failed`` (E,) set to 0, in place on a dense copy
+    (the optimiser reads it dense anyway): a gradient of this step's, which nothing else holds, is
+    read and written once instead of copied, filled and then made contiguous."""
+    dense = grad.contiguous()
+    return dense.masked_fill_(failed.reshape((-1,) + (1,) * (dense.dim() - 1)), 0.0)
+
+
 class BatchTrainer:
     """Trains runs that share a :func:`batch_key` as one stacked network."""
 
@@ -414,7 +422,8 @@ class BatchTrainer:
                 grads = torch.autograd.grad(total, self.net.parameters())
         all_active = self.all_running
         if all_active and self.settle_every > 1:
-            grads = [g.masked_fill(~self.active.reshape((-1,) + (1,) * (g.dim() - 1)), 0.0) for g in grads]
+            failed = ~self.active
+            grads = [_zero_runs(g, failed) for g in grads]
         self.optimiser.step(grads, self.active, all_active=all_active)
 
     # -------------------------------------------------------------------------------- step graph

@@ -342,3 +342,23 @@ def test_cancellation_between_steps():
 
     states = train_batch([spec(), spec(seed=2)], callbacks=CancelSecond())
     assert [s.status for s in states] == ["succeeded", "cancelled"]
+
+
+def test_zeroing_failed_runs_gradients_in_place_equals_the_out_of_place_mask():
+    """The deferred-settle step zeroes the gradients of runs flagged on the device in place on a dense
+    tensor; the result is the out-of-place mask's, for a transposed (bmm-like) gradient and a dense one."""
+    from gni_engine.training import _zero_runs
+
+    transposed = torch.randn(3, 4, 5).transpose(1, 2)
+    transposed[1] = float("nan")
+    failed = torch.tensor([False, True, False])
+    expected = transposed.masked_fill(failed.reshape(-1, 1, 1), 0.0)
+    out = _zero_runs(transposed, failed)
+    assert out.is_contiguous()
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    dense = torch.randn(3, 6)
+    dense[2] = float("inf")
+    before = dense.clone()
+    out = _zero_runs(dense, torch.tensor([False, False, True]))
+    assert out.data_ptr() == dense.data_ptr()  # in place: no copy of a dense gradient
+    assert bool((out[2] == 0).all()) and torch.equal(out[:2], before[:2])
