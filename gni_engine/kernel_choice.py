@@ -75,8 +75,13 @@ def choose_fused_linear(trainer: BatchTrainer, fused_gemm: str | None) -> tuple[
         fused_gemm, "fused_gemm", "GNI_FUSED_GEMM", ("auto", "off", "on", "tf32x3", "fold"), default="auto"
     )
     products = "tf32x3" if setting == "tf32x3" and trainer.precision == "fp32" else trainer.precision
-    if setting == "auto":
-        return _folded_where_it_runs(trainer), products
+    if setting == "auto":  # fold where an explicit request would be honoured, quietly off elsewhere
+        if trainer.device.type != "cuda":
+            return None, products
+        try:
+            return choose_fused_linear(trainer, "fold")
+        except ValueError:
+            return None, products
     if setting == "off":
         return None, products
     net = trainer.net
@@ -103,17 +108,6 @@ def choose_fused_linear(trainer: BatchTrainer, fused_gemm: str | None) -> tuple[
             "or TRITON_INTERPRET=1; see the warning above)"
         )
     return kernel, products
-
-
-def _folded_where_it_runs(trainer: BatchTrainer) -> FusedLinear | None:
-    """The folded kernels for a CUDA batch they compute, else ``None`` (no error: nothing was asked)."""
-    net = trainer.net
-    if trainer.device.type != "cuda" or not trainer.fuse_activation or not isinstance(net, StackedMLP):
-        return None
-    widths = [int(w.shape[2]) for w in net.weights[:-1]]
-    if trainer.dtype not in (torch.float32, torch.float64) or any(d % 4 for d in widths):
-        return None
-    return folded_kernel(trainer.device)
 
 
 def _folded(trainer: BatchTrainer, source: str, widths: list[int]) -> FusedLinear:

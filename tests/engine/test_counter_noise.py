@@ -313,11 +313,15 @@ def test_the_default_folds_only_where_the_folded_kernels_run(monkeypatch: pytest
 
     monkeypatch.setattr(kernel_choice, "folded_kernel", probe)
     trainer = BatchTrainer([relu], noise_stream="counter")
-    assert kernel_choice._folded_where_it_runs(trainer) is None and probed == []  # a CPU batch
+    choose = kernel_choice.choose_fused_linear
+    assert choose(trainer, "auto") == (None, "fp64") and probed == []  # a CPU batch: not even probed
     trainer.device = torch.device("cuda")  # what the choice reads; nothing runs
-    assert kernel_choice._folded_where_it_runs(trainer) == "the folded kernels" and probed == ["cuda"]
+    assert choose(trainer, "auto") == ("the folded kernels", "fp64") and probed == ["cuda"]
     trainer.net.weights[0] = trainer.net.weights[0][..., :6]
-    assert kernel_choice._folded_where_it_runs(trainer) is None  # a width the kernels do not take
+    assert choose(trainer, "auto") == (None, "fp64")  # a width the kernels do not take: quietly off
+    monkeypatch.setattr(kernel_choice, "folded_kernel", lambda device: None)  # the start-up check failed
+    trainer.net.weights[0] = trainer.net.weights[0][..., :4]
+    assert choose(trainer, "auto") == (None, "fp64")
 
 
 def test_a_finished_forward_pass_equals_the_layer_by_layer_one() -> None:
