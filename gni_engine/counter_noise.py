@@ -24,7 +24,8 @@ vectorised draw is about three times cheaper than a ``torch.Generator``'s);
 :mod:`gni_engine.counter_activation_triton` the one that also applies a hidden layer's bias and
 activation: :func:`reference_activator` is its definition; :mod:`gni_engine.fused_linear_triton`,
 opt-in, folds the layer's matrix product in too, and :mod:`gni_engine.folded_activation_triton`,
-opt-in, a one-input first layer, a one-output last layer and the bias gradients). Each is checked
+the default on CUDA where it applies, a one-input first layer, a one-output last layer and the bias
+gradients). Each is checked
 against the definition
 when first used, and in the tests (``benchmarks/gpu_checks.py`` on a GPU): the normals agree to
 float32 rounding of log, cos and sin; a wrong integer word would differ by O(1).
