@@ -1,4 +1,5 @@
-"""How a batch computes: its noise stream, the fused GEMM, CUDA-graph replay — chosen and checked.
+"""How a batch computes: its noise stream, the fused GEMM, Adam's kernel, CUDA-graph replay — chosen
+and checked.
 
 Each choice comes from :class:`gni_engine.training.BatchTrainer`'s argument or, where that is left
 unset, an environment variable (benchmarks and worker fleets set them). An explicit request that a
@@ -7,6 +8,8 @@ batch cannot honour is an error naming the reasons, never a silent fallback; onl
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 from typing import TYPE_CHECKING
 
@@ -21,10 +24,13 @@ from gni_engine.counter_noise import (
     fused_linear_kernel,
     gpu_kernels,
 )
+from gni_engine.optim import AdamKernel
 from gni_engine.stacked import StackedMLP
 
 if TYPE_CHECKING:
     from gni_engine.training import BatchTrainer
+
+log = logging.getLogger(__name__)
 
 
 def read_switch(
@@ -124,6 +130,57 @@ def _folded(trainer: BatchTrainer, source: str, widths: list[int]) -> FusedLinea
             "Triton, and CUDA or TRITON_INTERPRET=1; see the warning above)"
         )
     return kernel
+
+
+def choose_adam_kernel(trainer: BatchTrainer, adam_kernel: str | None) -> AdamKernel | None:
+    """Adam's update for the batch (``None``: PyTorch's fused Adam, grouped by learning rate).
+    ``triton``: :mod:`gni_engine.stacked_adam_triton`'s kernel (a learning rate per run, failed runs
+    skipped on the device); ``torch``: PyTorch's; ``auto`` (the default): the kernel for Adam on
+    CUDA where its start-up check passed, else PyTorch's. ``None`` reads ``GNI_ADAM_KERNEL``."""
+    setting, source = read_switch(
+        adam_kernel, "adam_kernel", "GNI_ADAM_KERNEL", ("auto", "torch", "triton"), default="auto"
+    )
+    if setting == "torch" or (setting == "auto" and trainer.device.type != "cuda"):
+        return None
+    reasons = []
+    optimiser = trainer.first.training.optimizer
+    if optimiser != "adam":
+        reasons.append(f"the runs' optimiser is {optimiser}")
+    if trainer.dtype not in (torch.float32, torch.float64):
+        reasons.append(f"the parameters are {trainer.dtype}")
+    kernel = None if reasons else _probe_adam(trainer.device.type)
+    if kernel is None and not reasons:
+        reasons.append(
+            f"it cannot run on {trainer.device} (it needs Triton, and CUDA or TRITON_INTERPRET=1; see "
+            "the warning above)"
+        )
+    if reasons and setting == "triton":
+        raise ValueError(
+            f"{source}: the Triton Adam kernel updates Adam runs in fp32 or fp64: {'; '.join(reasons)}"
+        )
+    return kernel
+
+
+@functools.cache
+def _probe_adam(device_type: str) -> AdamKernel | None:
+    """The kernel, checked against ``torch.optim.Adam`` once per process (``None``, with a warning,
+    where it cannot run or disagrees)."""
+    try:
+        from gni_engine import stacked_adam_triton as adam
+
+        if device_type != ("cpu" if adam.INTERPRETED else "cuda"):
+            raise RuntimeError(
+                f"Triton compiles for CUDA devices (or interprets on the CPU), not {device_type}"
+            )
+        differences = adam.compare_adam_with_reference(device_type)
+        if max(differences.values()) > 1e-5:
+            raise RuntimeError(f"kernel and reference disagree: {differences}")
+    except Exception as error:  # ImportError, a compiler or driver error, a wrong result
+        log.warning(
+            "Triton Adam kernel unusable on %s (%s); Adam runs as PyTorch's fused kernel", device_type, error
+        )
+        return None
+    return adam.adam_step_gpu
 
 
 def wants_step_graph(trainer: BatchTrainer, cuda_graph: str | None) -> bool:

@@ -5,6 +5,9 @@ a stacked batch and one-at-a-time training agree to rounding. Runs whose ``activ
 left untouched. Adam runs as PyTorch's fused kernel (the one behind ``Adam(fused=True)``): one pass
 over each parameter instead of some ten elementwise ops, which were a quarter of a stacked CPU step.
 Its learning rate is one number per call, so runs are grouped by learning rate (usually one group).
+On CUDA, Adam runs by default as :mod:`gni_engine.stacked_adam_triton`'s kernel instead (passed in as
+``adam_kernel``): a learning rate per run and the runs' ``active`` flags read on the device, so a
+failed run is skipped without a pass to zero its gradients and without the host reading the flags.
 """
 
 from __future__ import annotations
@@ -12,6 +15,40 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+
+# :func:`gni_engine.stacked_adam_triton.adam_step_gpu`'s signature: params, grads, exp_avgs,
+# exp_avg_sqs, active (E,), per-run step sizes (E,), coefficients (5,)
+AdamKernel = Callable[
+    [
+        Sequence[torch.Tensor],
+        Sequence[torch.Tensor],
+        Sequence[torch.Tensor],
+        Sequence[torch.Tensor],
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+    ],
+    None,
+]
+
+
+def adam_constants(betas: tuple[float, float], eps: float, device: torch.device) -> torch.Tensor:
+    """[1 − β₁, β₂, 1 − β₂, ε] in float64 on ``device``: made once (a copy from the host), not per step."""
+    beta1, beta2 = betas
+    return torch.tensor([1.0 - beta1, beta2, 1.0 - beta2, eps], dtype=torch.float64, device=device)
+
+
+def adam_step_coefficients(
+    step: torch.Tensor, lr: torch.Tensor, betas: tuple[float, float], constants: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-run step sizes lr / (1 − β₁ᵗ), (E,); ``constants`` followed by √(1 − β₂ᵗ), (5,)), float64
+    on the device, from the device's step count ``step`` (0-dim): no host value enters, so a captured
+    graph's replays follow the count."""
+    beta1, beta2 = betas
+    t = step.to(torch.float64)
+    step_size = lr.to(torch.float64) / (1.0 - torch.pow(beta1, t))
+    bias_correction2_sqrt = (1.0 - torch.pow(beta2, t)).sqrt()
+    return step_size, torch.cat([constants, bias_correction2_sqrt.reshape(1)])
 
 
 class StackedOptimiser:
@@ -26,7 +63,14 @@ class StackedOptimiser:
         momentum: torch.Tensor | None = None,  # (E,), SGD only
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        adam_kernel: AdamKernel | None = None,
     ) -> None:
+        """``adam_kernel``: Adam's update as one kernel with a learning rate per run that leaves
+        inactive runs untouched (:func:`gni_engine.stacked_adam_triton.adam_step_gpu`); ``None``:
+        PyTorch's fused Adam, grouped by learning rate."""
+        if adam_kernel is not None and kind != "adam":
+            raise ValueError(f"an Adam kernel was given to a {kind} optimiser")
+        self.adam_kernel = adam_kernel
         self.params = list(params)
         self.kind = kind
         self.lr = lr
@@ -39,6 +83,20 @@ class StackedOptimiser:
         self._lr_values: list[float] | None = None
         self._step_tensor: torch.Tensor | None = None  # Adam's step count on the device …
         self._step_on_device = 0  # … and the count it holds
+        self._adam_constants: torch.Tensor | None = None  # the Adam kernel's, on the device
+
+    @property
+    def skips_inactive_runs(self) -> bool:
+        """Whether an update reads the runs' ``active`` flags on the device and leaves the inactive
+        ones untouched whatever their gradients (no zeroing needed, no flags read by the host)."""
+        return self.adam_kernel is not None
+
+    @property
+    def kernel_label(self) -> str:
+        """What results record as ``optimiser_kernel``."""
+        if self.kind != "adam":
+            return f"torch-{self.kind}"
+        return "triton-adam" if self.adam_kernel is not None else "torch-fused-adam"
 
     def count_replayed_step(self) -> None:
         """The host's share of a step replayed from a CUDA graph: the device ran the update (and
@@ -58,7 +116,10 @@ class StackedOptimiser:
     def device_state(self) -> list[torch.Tensor]:
         """The device tensors an update reads or writes besides the parameters and gradients."""
         tensors = [t for state in self.state for t in state.values()]
-        return tensors + ([self._step_tensor] if self._step_tensor is not None else [])
+        if self.adam_kernel is not None:
+            tensors.append(self.lr)  # read on the device by the kernel's step sizes
+        extra = (self._step_tensor, self._adam_constants)
+        return tensors + [t for t in extra if t is not None]
 
     def _per_run(self, name: str, values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``values`` (E,) shaped to broadcast over ``like`` and in its dtype, cached per shape."""
@@ -79,6 +140,9 @@ class StackedOptimiser:
         self.step_count += 1
         if all_active is None:
             all_active = bool(active.all())
+        if self.adam_kernel is not None:
+            self._kernel_adam(grads, active)
+            return
         if self.kind == "adam":
             self._fused_adam(grads, active, all_active)
             return
@@ -103,14 +167,12 @@ class StackedOptimiser:
                 groups.setdefault(value, []).append(e)
         return list(groups.items())
 
-    def _fused_adam(self, grads: Sequence[torch.Tensor], active: torch.Tensor, all_active: bool) -> None:
+    def _adam_state(self) -> torch.Tensor:
+        """Creates the moments on first use, advances the device's step count and returns it."""
         for state, p in zip(self.state, self.params, strict=True):
             if not state:
                 state["exp_avg"] = torch.zeros_like(p)
                 state["exp_avg_sq"] = torch.zeros_like(p)
-        beta1, beta2 = self.betas
-        # the fused kernel walks memory in order: a transposed gradient (from bmm) must be made dense
-        grads = [g.contiguous() for g in grads]
         # the step count lives on the device: building it from a Python number each step would be a
         # blocking host-to-device copy on a GPU
         if self._step_tensor is not None and self._step_on_device == self.step_count - 1:
@@ -118,7 +180,29 @@ class StackedOptimiser:
         else:
             self._step_tensor = torch.tensor(float(self.step_count), device=self.params[0].device)
         self._step_on_device = self.step_count
-        step = self._step_tensor
+        return self._step_tensor
+
+    def _kernel_adam(self, grads: Sequence[torch.Tensor], active: torch.Tensor) -> None:
+        assert self.adam_kernel is not None
+        step = self._adam_state()
+        if self._adam_constants is None:
+            self._adam_constants = adam_constants(self.betas, self.eps, self.params[0].device)
+        step_size, coefficients = adam_step_coefficients(step, self.lr, self.betas, self._adam_constants)
+        self.adam_kernel(
+            self.params,
+            grads,
+            [s["exp_avg"] for s in self.state],
+            [s["exp_avg_sq"] for s in self.state],
+            active,
+            step_size,
+            coefficients,
+        )
+
+    def _fused_adam(self, grads: Sequence[torch.Tensor], active: torch.Tensor, all_active: bool) -> None:
+        step = self._adam_state()
+        beta1, beta2 = self.betas
+        # the fused kernel walks memory in order: a transposed gradient (from bmm) must be made dense
+        grads = [g.contiguous() for g in grads]
         for lr, runs in self._lr_groups(active, all_active):
 
             def pick(tensors: Sequence[torch.Tensor], runs: list[int] | None = runs) -> list[torch.Tensor]:

@@ -27,7 +27,12 @@ from gni_engine.data import Dataset, build_dataset
 from gni_engine.errors import DivergenceError, SpecError
 from gni_engine.explicit_gradient import explicit_objective, hand_gradient_applies
 from gni_engine.heap import keep_freed_memory
-from gni_engine.kernel_choice import choose_counter_kernels, choose_fused_linear, wants_step_graph
+from gni_engine.kernel_choice import (
+    choose_adam_kernel,
+    choose_counter_kernels,
+    choose_fused_linear,
+    wants_step_graph,
+)
 from gni_engine.losses import run_losses
 from gni_engine.networks import build_network
 from gni_engine.noise import NoisePlan, NoiseSampler, NoiseScales
@@ -151,6 +156,7 @@ class BatchTrainer:
         noise_stream: str = "auto",
         fused_gemm: str | None = None,
         cuda_graph: str | None = None,
+        adam_kernel: str | None = None,
     ) -> None:
         """``noise_stream``: where training noise comes from. ``"generator"``: each run's
         ``torch.Generator`` (one draw per run and pass); ``"counter"``: counter-based Philox streams
@@ -176,7 +182,13 @@ class BatchTrainer:
         ``cuda_graph``: ``"on"`` captures the training step as a CUDA graph after a few eager steps
         and replays it (:mod:`gni_engine.step_graph`; full-batch training with counter or no noise,
         on CUDA); ``"off"`` (the default until measured) runs every step eagerly. ``None`` reads
-        ``GNI_CUDA_GRAPH``. Results record the steps replayed as ``graph_replayed_steps``."""
+        ``GNI_CUDA_GRAPH``. Results record the steps replayed as ``graph_replayed_steps``.
+
+        ``adam_kernel``: ``"triton"`` updates Adam runs with one Triton kernel that takes a learning
+        rate per run and skips failed runs on the device (:mod:`gni_engine.stacked_adam_triton`;
+        CUDA, or the interpreter in the tests); ``"torch"`` with PyTorch's fused Adam; ``"auto"``
+        (the default) with the kernel on CUDA. ``None`` reads ``GNI_ADAM_KERNEL``. Results record the
+        choice as ``optimiser_kernel``."""
         if not specs:
             raise ValueError("a batch needs at least one run")
         keys = {batch_key(s) for s in specs}
@@ -195,7 +207,7 @@ class BatchTrainer:
         load = dataset_loader or (lambda s, d: build_dataset(s, dtype=d))
         self.datasets = self._load_datasets(load)
         self.states = [RunState(s) for s in self.specs]
-        self._build(noise_stream, fused_gemm)
+        self._build(noise_stream, fused_gemm, adam_kernel)
         self.step_graph = (
             StepGraph(lambda: self._step_work(graphed=True), self._graph_tensors)
             if wants_step_graph(self, cuda_graph)
@@ -216,7 +228,7 @@ class BatchTrainer:
             raise ValueError(f"runs of one batch have different data shapes: {sorted(map(str, shapes))}")
         return out
 
-    def _build(self, noise_stream: str, fused_gemm: str | None) -> None:
+    def _build(self, noise_stream: str, fused_gemm: str | None, adam_kernel: str | None) -> None:
         e = len(self.specs)
         data = self.datasets[0]
         nets = [
@@ -272,7 +284,11 @@ class BatchTrainer:
             [s.training.momentum for s in self.specs], dtype=torch.float64, device=self.device
         )
         self.optimiser = StackedOptimiser(
-            self.net.parameters(), kind=self.first.training.optimizer, lr=lr, momentum=momentum
+            self.net.parameters(),
+            kind=self.first.training.optimizer,
+            lr=lr,
+            momentum=momentum,
+            adam_kernel=choose_adam_kernel(self, adam_kernel),
         )
         self.active = torch.ones(e, dtype=torch.bool, device=self.device)
         self.diverged_at = torch.zeros(e, dtype=torch.long, device=self.device)  # 0: has not diverged
@@ -404,9 +420,11 @@ class BatchTrainer:
         # Divergence is flagged on the device; the host reads the flags in :meth:`settle_failures`.
         # On the CPU that is free, so it reads them at once: the optimiser then leaves a failed run's
         # weights exactly as they were at its last finite step. On a GPU a read stalls the pipeline,
-        # so the host reads every ``settle_every`` steps: the failing step is still exact and the
-        # failed run's NaN gradients are zeroed, but until the host has read the flags the optimiser
-        # keeps moving its weights along its momentum (other runs are never affected).
+        # so the host reads every ``settle_every`` steps. The Triton Adam kernel reads the flags on the
+        # device and leaves a failed run exactly as at its last finite step; otherwise the failing
+        # step is still exact and the failed run's NaN gradients are zeroed, but until the host has
+        # read the flags the optimiser keeps moving its weights along its momentum (other runs are
+        # never affected).
         if graphed:
             self.step_on_device.add_(1)
         else:
@@ -421,7 +439,7 @@ class BatchTrainer:
             with matmul_precision(self.precision):
                 grads = torch.autograd.grad(total, self.net.parameters())
         all_active = self.all_running
-        if all_active and self.settle_every > 1:
+        if all_active and self.settle_every > 1 and not self.optimiser.skips_inactive_runs:
             failed = ~self.active
             grads = [_zero_runs(g, failed) for g in grads]
         self.optimiser.step(grads, self.active, all_active=all_active)
@@ -580,6 +598,7 @@ class BatchTrainer:
                     "precision": self.precision,
                     "noise_stream": self.noise_stream,
                     "hidden_layer_kernel": self.hidden_layer_kernel,
+                    "optimiser_kernel": self.optimiser.kernel_label,
                     "graph_replayed_steps": self.step_graph.replays if self.step_graph is not None else 0,
                     "dtype": str(self.dtype).removeprefix("torch."),
                     "engine_version": __version__,

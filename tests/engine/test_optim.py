@@ -2,10 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 import torch
 
-from gni_engine.optim import StackedOptimiser
+from gni_engine.optim import AdamKernel, StackedOptimiser, adam_constants, adam_step_coefficients
+
+
+def adam_twin(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    active: torch.Tensor,
+    step_size: torch.Tensor,
+    coefficients: torch.Tensor,
+) -> None:
+    """The Triton Adam kernel's contract, run by run in float64 torch: the update of each active
+    run with its own step size; inactive runs untouched."""
+    one_minus_beta1, beta2, one_minus_beta2, eps, bias_correction2_sqrt = coefficients.tolist()
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        for e in range(p.shape[0]):
+            if not bool(active[e]):
+                continue
+            m[e].lerp_(g[e], one_minus_beta1)
+            v[e].mul_(beta2).addcmul_(g[e], g[e], value=one_minus_beta2)
+            denom = (v[e].sqrt() / bias_correction2_sqrt).add_(eps)
+            p[e].addcdiv_(m[e], denom, value=-float(step_size[e]))
+
+
+ADAM_TWIN: AdamKernel = adam_twin
 
 
 def _problem(runs: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
@@ -25,8 +52,12 @@ def _problem(runs: int) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
     return params, grads
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd"])
+@pytest.mark.parametrize("kind", ["adam", "sgd", "adam-kernel"])
 def test_each_run_follows_torch_optim_with_its_own_lr_and_inactive_runs_stay(kind):
+    """``adam-kernel``: the optimiser driving a kernel with the Triton kernel's contract (its float64
+    twin) instead of PyTorch's fused Adam."""
+    kernel = ADAM_TWIN if kind == "adam-kernel" else None
+    kind = kind.removesuffix("-kernel")
     runs = 4
     lrs = [0.01, 0.02, 0.01, 0.05]
     params, grads = _problem(runs)
@@ -36,7 +67,9 @@ def test_each_run_follows_torch_optim_with_its_own_lr_and_inactive_runs_stay(kin
         kind=kind,
         lr=torch.tensor(lrs, dtype=torch.float64),
         momentum=torch.tensor([0.0, 0.9, 0.5, 0.0], dtype=torch.float64),
+        adam_kernel=kernel,
     )
+    assert optimiser.skips_inactive_runs == (kernel is not None)
     active = torch.ones(runs, dtype=torch.bool)
     frozen_after = {}
     for step, g in enumerate(grads):
@@ -62,3 +95,27 @@ def test_each_run_follows_torch_optim_with_its_own_lr_and_inactive_runs_stay(kin
     for i, p in enumerate(stacked):
         assert torch.equal(p[2], frozen_after[i])
         assert not torch.equal(p[0], params[i][0])  # the others did move
+
+
+def test_adam_step_coefficients_follow_torch_optim_adams_bias_corrections() -> None:
+    lr = torch.tensor([0.01, 0.003], dtype=torch.float64)
+    betas = (0.9, 0.999)
+    constants = adam_constants(betas, 1e-8, torch.device("cpu"))
+    for t in (1, 2, 7, 2000):
+        step_size, coefficients = adam_step_coefficients(torch.tensor(float(t)), lr, betas, constants)
+        assert step_size.tolist() == pytest.approx([0.01 / (1 - 0.9**t), 0.003 / (1 - 0.9**t)], rel=1e-15)
+        assert coefficients[:4].tolist() == [1 - 0.9, 0.999, 1 - 0.999, 1e-8]
+        assert float(coefficients[4]) == pytest.approx((1 - 0.999**t) ** 0.5, rel=1e-13)
+
+
+def test_an_adam_kernel_is_refused_for_sgd_and_each_update_is_labelled() -> None:
+    params = [torch.zeros(2, 3)]
+    lr = torch.tensor([0.1, 0.1])
+    with pytest.raises(ValueError, match="Adam kernel was given to a sgd optimiser"):
+        StackedOptimiser(params, kind="sgd", lr=lr, adam_kernel=ADAM_TWIN)
+    labels = [
+        StackedOptimiser(params, kind="adam", lr=lr, adam_kernel=ADAM_TWIN).kernel_label,
+        StackedOptimiser(params, kind="adam", lr=lr).kernel_label,
+        StackedOptimiser(params, kind="sgd", lr=lr).kernel_label,
+    ]
+    assert labels == ["triton-adam", "torch-fused-adam", "torch-sgd"]

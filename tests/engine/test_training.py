@@ -362,3 +362,66 @@ def test_zeroing_failed_runs_gradients_in_place_equals_the_out_of_place_mask():
     out = _zero_runs(dense, torch.tensor([False, False, True]))
     assert out.data_ptr() == dense.data_ptr()  # in place: no copy of a dense gradient
     assert bool((out[2] == 0).all()) and torch.equal(out[:2], before[:2])
+
+
+def test_the_adam_kernel_is_chosen_on_cuda_only_and_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``auto`` keeps PyTorch's fused Adam off CUDA; asking for the Triton kernel where it cannot run
+    (no interpreter on the CPU, an SGD batch) is an error that names why; a bad GNI_ADAM_KERNEL too."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.delenv("GNI_ADAM_KERNEL", raising=False)
+    assert BatchTrainer([spec()]).optimiser.kernel_label == "torch-fused-adam"
+    assert train_run(spec(training__steps=2)).summary["optimiser_kernel"] == "torch-fused-adam"
+    with pytest.raises(ValueError, match=r"adam_kernel: the Triton Adam kernel .* cannot run on cpu"):
+        BatchTrainer([spec()], adam_kernel="triton")
+    with pytest.raises(ValueError, match="the runs' optimiser is sgd"):
+        BatchTrainer([spec(training__optimizer="sgd")], adam_kernel="triton")
+    assert BatchTrainer([spec(training__optimizer="sgd")]).optimiser.kernel_label == "torch-sgd"
+    monkeypatch.setenv("GNI_ADAM_KERNEL", "fast")
+    with pytest.raises(
+        ValueError, match="GNI_ADAM_KERNEL: expected one of 'auto', 'torch', 'triton', got 'fast'"
+    ):
+        BatchTrainer([spec()])
+
+
+def test_with_an_adam_kernel_that_skips_failed_runs_a_deferred_check_keeps_their_last_finite_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a GPU the host reads the divergence flags every few steps. PyTorch's fused Adam then keeps
+    moving a diverged run along its momentum until the host looks; the Triton kernel (its float64
+    twin here, standing in on the CPU) reads the flags on the device and leaves the run exactly as
+    at its last finite step, and no pass zeroes its gradients."""
+    from gni_engine import kernel_choice, training
+    from tests.engine.test_optim import adam_twin
+
+    monkeypatch.setattr(kernel_choice, "_probe_adam", lambda device_type: adam_twin)
+    zeroed: list[int] = []
+    real_zero_runs = training._zero_runs
+    monkeypatch.setattr(training, "_zero_runs", lambda g, f: zeroed.append(1) or real_zero_runs(g, f))
+    runs = [spec(training__steps=40, analyses__record_every=40, seed=seed) for seed in (0, 1)]
+
+    def deferred(adam_kernel: str, poison: bool) -> tuple[list[Any], dict[str, torch.Tensor]]:
+        """Run 0's output bias made huge after step 5: its loss is infinite from step 6 on."""
+        trainer = BatchTrainer(runs, adam_kernel=adam_kernel)
+        trainer.settle_every = 16
+        for _ in range(5):
+            trainer.train_step()
+        if poison:
+            with torch.no_grad():
+                trainer.net.parameters()[-1][0].fill_(1e300)
+        last_finite = trainer.net.unstack(0)
+        return trainer.run(), last_finite
+
+    clean, _ = deferred("torch", poison=False)
+    zeroed.clear()
+    with_kernel, last_finite = deferred("triton", poison=True)
+    assert with_kernel[0].status == "failed" and with_kernel[0].failed_step == 6
+    assert with_kernel[0].summary["optimiser_kernel"] == "triton-adam"
+    for k, w in last_finite.items():
+        assert torch.equal(with_kernel[0].weights[k], w), k
+    torch.testing.assert_close(with_kernel[1].weights, clean[1].weights, rtol=0, atol=1e-12)
+    assert zeroed == []
+    fused, last_finite = deferred("torch", poison=True)  # drifts along its momentum until step 16
+    assert fused[0].failed_step == 6 and zeroed
+    assert any(not torch.equal(fused[0].weights[k], w) for k, w in last_finite.items())
+    assert all(bool(torch.isfinite(w).all()) for w in fused[0].weights.values())
+    torch.testing.assert_close(fused[1].weights, clean[1].weights, rtol=0, atol=0)
