@@ -62,12 +62,13 @@ def _sync() -> None:
 
 
 def training_noise(trainer: BatchTrainer) -> str:
-    """The stream a trainer draws its training noise from ("none" when the mode draws none), and how
-    its hidden layers are computed."""
+    """The stream a trainer draws its training noise from ("none" when the mode draws none), how its
+    hidden layers are computed, and its optimiser's kernel."""
     graph = ", CUDA graph" if trainer.step_graph is not None else ""
+    optimiser = f", {trainer.optimiser.kernel_label}"
     if not trainer.needs_noise:
-        return "none" + graph
-    return f"{trainer.noise_stream}, hidden layers {trainer.hidden_layer_kernel}{graph}"
+        return "none" + optimiser + graph
+    return f"{trainer.noise_stream}, hidden layers {trainer.hidden_layer_kernel}{optimiser}{graph}"
 
 
 def time_training(specs: list[RunSpec], streams: set[str]) -> float:
@@ -179,6 +180,13 @@ def main() -> None:
         "kernel (off) (BatchTrainer's fused_gemm; GPU)",
     )
     parser.add_argument(
+        "--adam-kernel",
+        default="auto",
+        choices=["auto", "torch", "triton"],
+        help="Adam as one Triton kernel with a learning rate per run (triton; auto, the default, on "
+        "CUDA) or PyTorch's fused Adam (torch) (BatchTrainer's adam_kernel)",
+    )
+    parser.add_argument(
         "--cuda-graph",
         default="off",
         choices=["off", "on"],
@@ -188,6 +196,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["GNI_FUSED_GEMM"] = args.fused_gemm  # every trainer of this process
     os.environ["GNI_CUDA_GRAPH"] = args.cuda_graph
+    os.environ["GNI_ADAM_KERNEL"] = args.adam_kernel
     if args.cpu_scale:
         args.runs, args.seq_runs, args.width, args.hidden, args.points, args.steps = 32, 8, 128, 3, 256, 1000
     device = torch.device(args.device)

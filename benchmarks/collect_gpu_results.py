@@ -16,6 +16,7 @@ from typing import Any
 SWEEP_FILES = (
     "batching_tf32",
     "batching_fp32",
+    "batching_tf32_torch_adam",
     "batching_tf32_off",
     "batching_fp32_off",
     "batching_tf32_fold",
@@ -82,6 +83,7 @@ def collect(folder: Path) -> dict[str, Any]:
             row = {
                 "mode": result["mode"],
                 "fused_gemm": sweep["args"].get("fused_gemm", "off"),
+                "adam_kernel": sweep["args"].get("adam_kernel", "torch"),
                 "precision": precision,
                 "runs": runs,
                 "engine_runs_per_s": result["stacked_runs_per_s"],
@@ -107,7 +109,8 @@ def main() -> None:
     for row in result["summary"]:
         ratios = ", ".join(f"{k.removeprefix('vs_')} {v:.2f}×" for k, v in row.items() if k.startswith("vs_"))
         print(
-            f"{row['mode']} {row['precision']} {row['runs']} runs, fused GEMM {row['fused_gemm']} "
+            f"{row['mode']} {row['precision']} {row['runs']} runs, fused GEMM {row['fused_gemm']}, "
+            f"Adam {row['adam_kernel']} "
             f"({'; '.join(row['kernels']) or '?'}): {row['engine_runs_per_s']:.2f} runs/s"
             + (f" ({ratios})" if ratios else "")
         )

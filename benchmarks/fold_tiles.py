@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 from batching import flops_per_run, sweep, time_training  # this folder's sweep
+from timing import median_ms
 
 from gni_engine import folded_activation_triton as folded
 from gni_engine.folded_activation_triton import TileConfig
@@ -49,21 +50,7 @@ CONFIGS = {  # the first is the reference the others' results are compared with
 
 def cuda_ms(work: Callable[[], object], repeats: int = 10) -> float:
     """Median milliseconds of ``work`` on the device (after one warm-up call, which compiles)."""
-    work()
-    if DEVICE != "cuda":  # the CPU smoke: a wall clock
-        start_s = time.perf_counter()
-        work()
-        return (time.perf_counter() - start_s) * 1e3
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        work()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    return median_ms(work, DEVICE, repeats)
 
 
 def layer_tensors(runs: int, points: int, width: int) -> dict[str, torch.Tensor]:

@@ -2,7 +2,8 @@
 stacked batch equals its runs trained alone on the device (cuBLAS with the fused activation kernel,
 and with the folded kernels), a diverging run fails on its own (naming its step) while the others
 finish, replayed CUDA-graph steps equal eager ones, and where a stacked step's time goes
-(torch.profiler, the reference sweep's network) with each way of computing the hidden layers.
+(torch.profiler, the reference sweep's network) with each way of computing the hidden layers, and
+the Triton Adam kernel against ``torch.optim.Adam`` and timed against PyTorch's fused Adam.
 ``--fused-gemm`` adds the fused GEMM (in the run's precision, and an fp32 run's products as three
 TF32 products): its checks and profiles, whose autotuning compiles for minutes.
 
@@ -17,6 +18,7 @@ import time
 from typing import Any
 
 import torch
+from timing import median_ms  # this folder's
 
 from gni_engine.losses import run_losses
 from gni_engine.spec import RunSpec, parse_run_spec
@@ -104,6 +106,54 @@ def folded_kernel() -> dict[str, Any]:
 
     start = time.perf_counter()
     return _summary(compare_fold_with_reference(DEVICE, every_variant=False), start)
+
+
+def adam_kernel(runs: int) -> dict[str, Any]:
+    """The Triton Adam kernel against ``torch.optim.Adam`` (float64 reference, a learning rate per
+    run, a failed run untouched), then one update of the reference sweep's parameters for ``runs``
+    runs (1 → 256 × 4 → 1; ~198 k a run) timed three ways: PyTorch's fused Adam alone (every run
+    active, one learning rate), the same after zeroing failed runs' gradients in place (what a GPU
+    step does between the host's looks at the divergence flags), and the Triton kernel (which reads
+    the flags itself). Median of 20 updates after 3, CUDA events; bytes are the 7 passes over the
+    parameters an update needs at least (read p, g, m, v; write p, m, v)."""
+    from gni_engine.optim import StackedOptimiser
+    from gni_engine.stacked_adam_triton import adam_step_gpu, compare_adam_with_reference
+    from gni_engine.training import _zero_runs
+
+    start = time.perf_counter()
+    out: dict[str, Any] = {"check": compare_adam_with_reference(DEVICE)}
+    out["check_seconds_with_compilation"] = time.perf_counter() - start
+    width = 8 if SMOKE else 256
+    runs = min(runs, 4) if SMOKE else runs
+    shapes = [(1, width), (width,)] + [(width, width), (width,)] * 3 + [(width, 1), (1,)]
+    generator = torch.Generator(device=DEVICE).manual_seed(0)
+    params = [torch.randn((runs, *s), device=DEVICE, generator=generator) for s in shapes]
+    grads = [torch.randn((runs, *s), device=DEVICE, generator=generator) for s in shapes]
+    active = torch.ones(runs, dtype=torch.bool, device=DEVICE)
+    lr = torch.full((runs,), 1e-3, dtype=torch.float64, device=DEVICE)
+    values = sum(p.numel() for p in params)
+    timings: dict[str, float] = {}
+    for name in ("torch_fused", "torch_fused_and_zeroing", "triton"):
+        optimiser = StackedOptimiser(
+            params, kind="adam", lr=lr, adam_kernel=adam_step_gpu if name == "triton" else None
+        )
+
+        def update(optimiser: StackedOptimiser = optimiser, name: str = name) -> None:
+            step_grads: list[torch.Tensor] = grads
+            if name == "torch_fused_and_zeroing":
+                step_grads = [_zero_runs(g, ~active) for g in grads]
+            optimiser.step(step_grads, active, all_active=True)
+
+        timings[name] = median_ms(update, DEVICE, repeats=20, warmups=3)
+    out.update(
+        {
+            "runs": runs,
+            "parameters": values,
+            "ms": timings,
+            "gb_per_s": {k: 7 * values * 4 / (ms * 1e-3) / 1e9 for k, ms in timings.items()},
+        }
+    )
+    return out
 
 
 def _summary(differences: dict[str, float], start: float) -> dict[str, Any]:
@@ -277,7 +327,8 @@ def profile(
     )
     print(
         f"profile {mode} {precision} {runs} runs ({trainer.noise_stream}, hidden layers: "
-        f"{trainer.hidden_layer_kernel}, CUDA graph {cuda_graph}): wall {wall * 1e3:.2f} ms/step, "
+        f"{trainer.hidden_layer_kernel}, {trainer.optimiser.kernel_label}, CUDA graph {cuda_graph}): "
+        f"wall {wall * 1e3:.2f} ms/step, "
         f"host enqueue {host * 1e3:.2f} ms/step, first step {first_step:.1f} s"
     )
     print(table)
@@ -287,6 +338,7 @@ def profile(
         "precision": precision,
         "noise_stream": trainer.noise_stream,
         "hidden_layer_kernel": trainer.hidden_layer_kernel,
+        "optimiser_kernel": trainer.optimiser.kernel_label,
         "cuda_graph": cuda_graph,
         "graph_replayed_steps": trainer.step_graph.replays if trainer.step_graph is not None else 0,
         "graph_capture_failed": trainer.step_graph.failed if trainer.step_graph is not None else None,
@@ -340,6 +392,8 @@ def main() -> None:
         )
         save("folded_kernel", folded_kernel())
         print(f"folded activation kernels vs reference: {out['folded_kernel']}", flush=True)
+        save("adam_kernel", adam_kernel(4 * args.profile_runs))
+        print(f"Adam kernel: {out['adam_kernel']}", flush=True)
         if args.fused_gemm:
             save("fused_gemm_kernel", fused_gemm_kernel())
             print(f"fused GEMM vs reference: {out['fused_gemm_kernel']}", flush=True)

@@ -9,9 +9,11 @@
 # kernels) — then the eager anchors, the GPU checks (kernels against their definitions, batches
 # against runs alone, graph-replayed steps against eager ones, divergence, profiles). Caps from an
 # H200 on 2026-11-27 (a cold Triton cache: each sweep's warm-up compiles its kernels): TF32 sweep
-# ~60 s, fp32 ~85 s, anchors 45 + 75 s. What budget is left goes to the same sweeps with cuBLAS and
-# the fused activation kernel (fused_gemm=off, the previous default), the compiled anchors and
-# single-run step times. FUSED_GEMM=1 adds the fused GEMM (its autotuning compiled for 3 minutes on
+# ~60 s, fp32 ~85 s, anchors 45 + 75 s. The checks time the Triton Adam kernel (the default on CUDA
+# since 2026-11-27, not yet measured on a card) against PyTorch's fused Adam. What budget is left
+# goes to the TF32 sweep with PyTorch's fused Adam, the same sweeps with cuBLAS and the fused
+# activation kernel (fused_gemm=off, the previous default), the compiled anchors and single-run
+# step times. FUSED_GEMM=1 adds the fused GEMM (its autotuning compiled for 3 minutes on
 # an H200, and it ran at half cuBLAS's speed there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +43,9 @@ fi
 checks=(benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256)
 [ "${FUSED_GEMM:-0}" = 1 ] && checks+=(--fused-gemm)
 run 110 "${checks[@]}"
-# what budget is left: the previous default, the anchor's compiled loops, single-run step times
+# what budget is left: PyTorch's fused Adam (the previous default), the previous hidden-layer
+# kernels, the anchor's compiled loops, single-run step times
+run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --adam-kernel torch --json "$out/batching_tf32_torch_adam.json"
 run 75 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm off --json "$out/batching_tf32_off.json"
 run 40 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm off --json "$out/batching_fp32_off.json"
 if [ -f .bench/anchor_bench.py ]; then

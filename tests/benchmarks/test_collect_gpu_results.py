@@ -89,3 +89,22 @@ def test_the_default_sweep_names_the_kernels_it_ran_beside_the_previous_default(
     assert [(r["fused_gemm"], r["engine_runs_per_s"]) for r in rows] == [("auto", 32.0), ("off", 27.0)]
     assert rows[0]["kernels"] == ["philox-counter/triton, hidden layers gemm+folded-activation"]
     assert "vs_anchor_stacked" not in rows[0]  # no anchor in this folder: no ratio
+
+
+def test_the_sweep_with_pytorchs_adam_is_summarised_after_the_default_and_says_so(tmp_path: Path) -> None:
+    """The Triton Adam kernel became the default on CUDA before a card measured it: the bench's
+    left-over budget runs the TF32 sweep with PyTorch's fused Adam, and the summary tells them apart
+    (a sweep written before the option ran PyTorch's)."""
+    collect = _collector()
+    for name, args in (
+        ("batching_tf32", {"adam_kernel": "auto"}),
+        ("batching_tf32_torch_adam", {"adam_kernel": "torch"}),
+        ("batching_tf32_off", {"fused_gemm": "off"}),
+    ):
+        sweep = {
+            "args": {"precision": "tf32", "runs": 1024, **args},
+            "results": [{"mode": "gni", "stacked_runs_per_s": 30.0}],
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(sweep))
+    rows = collect.collect(tmp_path)["summary"]
+    assert [r["adam_kernel"] for r in rows] == ["auto", "torch", "torch"]
