@@ -36,6 +36,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -52,6 +53,19 @@ ROUND_A, ROUND_B = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers
 KEY_A, KEY_B = 0x9E3779B9, 0xBB67AE85  # Weyl key increments (golden ratio, √3 − 1)
 ROUNDS = 10
 VALUES_PER_COUNTER = 4
+NOISE_TRIG_CHOICES = ("libdevice", "shared")
+
+
+def noise_trig() -> str:
+    """How the GPU kernels compute Box–Muller's cosine and sine (``GNI_NOISE_TRIG``; default
+    ``libdevice``; ``shared``: one angle reduction for both, see
+    :mod:`gni_engine.counter_noise_triton`). A value not among the choices is an error naming it."""
+    value = os.environ.get("GNI_NOISE_TRIG", "libdevice")
+    if value not in NOISE_TRIG_CHOICES:
+        raise ValueError(
+            f"GNI_NOISE_TRIG: expected one of {', '.join(map(repr, NOISE_TRIG_CHOICES))}, got {value!r}"
+        )
+    return value
 
 
 def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -303,7 +317,7 @@ def _probe_cpu() -> CounterKernels | None:
 def _probe_triton() -> CounterKernels | None:
     try:
         from gni_engine.counter_activation_triton import activate_inject_gpu, compare_fused_with_reference
-        from gni_engine.counter_noise_triton import compare_with_reference, inject_gpu
+        from gni_engine.counter_noise_triton import STREAM_LABEL, compare_with_reference, inject_gpu
 
         differences = {
             **compare_with_reference("cuda"),
@@ -314,7 +328,7 @@ def _probe_triton() -> CounterKernels | None:
     except Exception as error:  # ImportError, a compiler or driver error, a wrong result
         log.warning("counter-noise GPU kernel unusable (%s); training noise uses per-run generators", error)
         return None
-    return CounterKernels(inject_gpu, activate_inject_gpu, "philox-counter/triton")
+    return CounterKernels(inject_gpu, activate_inject_gpu, STREAM_LABEL)
 
 
 def fused_linear_kernel(device: torch.device) -> FusedLinear | None:

@@ -23,6 +23,7 @@ from gni_engine.counter_noise import (
     folded_kernel,
     fused_linear_kernel,
     gpu_kernels,
+    noise_trig,
 )
 from gni_engine.optim import AdamKernel
 from gni_engine.stacked import StackedMLP
@@ -57,6 +58,7 @@ def choose_counter_kernels(trainer: BatchTrainer, noise_stream: str) -> CounterK
         raise ValueError(f"{source}: expected one of {', '.join(map(repr, choices))}, got {noise_stream!r}")
     if noise_stream == "generator":
         return None
+    noise_trig()  # a malformed GNI_NOISE_TRIG is an error here, not a failed GPU probe
     fits = trainer.net.point_sizes() is not None and trainer.precision != "bf16"
     if noise_stream != "auto" and not fits:
         raise ValueError(f"noise_stream {noise_stream!r} needs an MLP and a precision other than bf16")

@@ -192,6 +192,11 @@ def test_noise_stream_choices_are_checked(monkeypatch: pytest.MonkeyPatch) -> No
     assert BatchTrainer([bf16]).noise_stream == "torch-generator"  # counters need fp32 or fp64
     with pytest.raises(ValueError, match="needs an MLP and a precision other than bf16"):
         BatchTrainer([bf16], noise_stream="counter")
+    monkeypatch.setenv("GNI_NOISE_TRIG", "fast")  # a typo is named, not a quietly failed GPU probe
+    with pytest.raises(ValueError, match="GNI_NOISE_TRIG: expected one of 'libdevice', 'shared', got 'fast'"):
+        BatchTrainer([s])
+    monkeypatch.setenv("GNI_NOISE_TRIG", "shared")  # the GPU kernels' trig: the CPU's stream as it was
+    assert BatchTrainer([s]).noise_stream == "philox-counter/cpu"
 
 
 def test_an_unusable_gpu_kernel_falls_back_to_generators(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -139,9 +139,15 @@ needs_triton = pytest.mark.skipif(
 )
 
 
-def _interpreted(code: str) -> None:
+def _interpreted(code: str, **variables: str) -> None:
+    """Runs ``code`` under the interpreter in a fresh process (``variables``: more of its environment)."""
     root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    env = {
+        **os.environ,
+        **variables,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), *sys.path]),
+    }
     done = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=False
     )
@@ -151,6 +157,28 @@ def _interpreted(code: str) -> None:
 @needs_triton
 def test_the_kernels_match_their_references_under_the_interpreter() -> None:
     _interpreted(CHECK)
+
+
+TRIG = """
+from gni_engine.counter_noise_triton import STREAM_LABEL, trig_errors
+
+errors = trig_errors("cpu")
+# numpy's float32 cos/sin for libdevice's; the shared reduction's fma rounds twice under numpy
+assert errors["trig_libdevice"] < 1e-7 and errors["trig_shared"] < 2e-7, errors
+assert STREAM_LABEL == "philox-counter/triton+shared-trig", STREAM_LABEL
+print("ok")
+"""
+
+
+@needs_triton
+def test_the_shared_angle_reduction_gives_cosines_and_sines_to_float32_rounding_under_the_interpreter() -> (
+    None
+):
+    """``GNI_NOISE_TRIG=shared``: over all 2²⁴ angles a draw can take, cos and sin within 2e-7 of
+    float64's; the kernels with it still equal the definition (the normals, injection, the fused
+    activation kernel, to the same 2e-6) and results say which trig they drew with."""
+    _interpreted(TRIG, GNI_NOISE_TRIG="shared")
+    _interpreted(CHECK, GNI_NOISE_TRIG="shared")
 
 
 @needs_triton
