@@ -17,6 +17,7 @@ SWEEP_FILES = (
     "batching_tf32",
     "batching_fp32",
     "batching_tf32_torch_adam",
+    "batching_tf32_shared_trig",
     "batching_tf32_off",
     "batching_fp32_off",
     "batching_tf32_fold",
@@ -24,7 +25,8 @@ SWEEP_FILES = (
     "batching_tf32_fused_gemm",
     "batching_fp32_fused_gemm",
 )
-ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times", "fold_tiles")
+NOISE_FILES = ("noise_cost_libdevice", "noise_cost_shared")
+ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times", "fold_tiles", *NOISE_FILES)
 ANCHOR_FILES = ("anchor", "anchor_compiled")
 
 
@@ -115,6 +117,13 @@ def main() -> None:
             + (f" ({ratios})" if ratios else "")
         )
     print(f"anchor runs/s: {json.dumps(result['anchor']['rates'])}")
+    for name in NOISE_FILES:
+        if name in result:
+            ms = result[name]["ms"]
+            print(f"{result[name]['noise_stream']}: " + ", ".join(f"{k} {v:.3f}" for k, v in ms.items()))
+    adam = result.get("gpu_checks", {}).get("adam_kernel")
+    if adam:
+        print(f"Adam update of {adam['runs']} runs, ms: {json.dumps(adam['ms'])}")
     print(f"wrote {args.folder / 'gpu_bench.json'}")
 
 

@@ -53,13 +53,14 @@ def cuda_ms(work: Callable[[], object], repeats: int = 10) -> float:
     return median_ms(work, DEVICE, repeats)
 
 
-def layer_tensors(runs: int, points: int, width: int) -> dict[str, torch.Tensor]:
-    """A reference-sized layer's tensors on the GPU: inputs, pre-activations, gradients, parameters,
-    the runs' noise (additive σ 0.1) and their streams."""
-    gen = torch.Generator(device=DEVICE).manual_seed(0)
+def layer_tensors(runs: int, points: int, width: int, device: str | None = None) -> dict[str, torch.Tensor]:
+    """A reference-sized layer's tensors on the GPU (or ``device``): inputs, pre-activations,
+    gradients, parameters, the runs' noise (additive σ 0.1) and their streams."""
+    device = device or DEVICE
+    gen = torch.Generator(device=device).manual_seed(0)
 
     def normal(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, device=DEVICE, generator=gen)
+        return torch.randn(*shape, device=device, generator=gen)
 
     return {
         "x": normal(runs, points, 1),
@@ -70,10 +71,10 @@ def layer_tensors(runs: int, points: int, width: int) -> dict[str, torch.Tensor]
         "w_out": normal(runs, width, 1) / width**0.5,
         "b_out": normal(runs, 1, 1),
         "g_out": normal(runs, points, 1) * 1e-3,
-        "additive": torch.full((runs,), 0.1, device=DEVICE),
-        "multiplicative": torch.zeros(runs, device=DEVICE),
-        "keys": torch.arange(runs, device=DEVICE, dtype=torch.int64) * 7919 + 3,
-        "starts": torch.arange(runs, device=DEVICE, dtype=torch.int64) * (points * width),
+        "additive": torch.full((runs,), 0.1, device=device),
+        "multiplicative": torch.zeros(runs, device=device),
+        "keys": torch.arange(runs, device=device, dtype=torch.int64) * 7919 + 3,
+        "starts": torch.arange(runs, device=device, dtype=torch.int64) * (points * width),
     }
 
 

@@ -371,6 +371,11 @@ def main() -> None:
     parser.add_argument(
         "--only-drift", action="store_true", help="the kernel checks and the drift diagnosis only"
     )
+    parser.add_argument(
+        "--only-kernel-checks",
+        action="store_true",
+        help="the kernel checks only (counter noise, folded kernels, Adam: accuracy and Adam's timing)",
+    )
     args = parser.parse_args()
     global DEVICE, SMOKE
     DEVICE, SMOKE = args.device, args.smoke
@@ -397,6 +402,8 @@ def main() -> None:
         if args.fused_gemm:
             save("fused_gemm_kernel", fused_gemm_kernel())
             print(f"fused GEMM vs reference: {out['fused_gemm_kernel']}", flush=True)
+    if args.only_kernel_checks:
+        return
     if args.drift or args.only_drift:
         save("drift_diagnosis", drift_diagnosis())
         print(f"drift diagnosis: {out['drift_diagnosis']}", flush=True)

@@ -108,3 +108,31 @@ def test_the_sweep_with_pytorchs_adam_is_summarised_after_the_default_and_says_s
         (tmp_path / f"{name}.json").write_text(json.dumps(sweep))
     rows = collect.collect(tmp_path)["summary"]
     assert [r["adam_kernel"] for r in rows] == ["auto", "torch", "torch"]
+
+
+def test_the_kernel_bench_files_are_gathered_and_the_shared_trig_sweep_summarised(tmp_path: Path) -> None:
+    """``scripts/gpu_kernel_bench.sh``'s files: the noise-cost timings of both trig variants, and a
+    TF32 sweep drawn with the shared reduction, summarised after the default's."""
+    collect = _collector()
+    for trig, label in (
+        ("libdevice", "philox-counter/triton"),
+        ("shared", "philox-counter/triton+shared-trig"),
+    ):
+        (tmp_path / f"noise_cost_{trig}.json").write_text(
+            json.dumps({"noise_stream": label, "ms": {"normals_ms": 0.5}})
+        )
+    for name, kernels in (
+        ("batching_tf32", "philox-counter/triton, hidden layers gemm+folded-activation, triton-adam"),
+        ("batching_tf32_shared_trig", "philox-counter/triton+shared-trig, hidden layers …, triton-adam"),
+    ):
+        sweep = {
+            "args": {"precision": "tf32", "runs": 1024, "adam_kernel": "auto"},
+            "results": [{"mode": "gni", "stacked_runs_per_s": 33.0, "noise_streams": [kernels]}],
+        }
+        (tmp_path / f"{name}.json").write_text(json.dumps(sweep))
+    result = collect.collect(tmp_path)
+    assert result["noise_cost_shared"]["noise_stream"] == "philox-counter/triton+shared-trig"
+    assert [row["kernels"][0].split(",")[0] for row in result["summary"]] == [
+        "philox-counter/triton",
+        "philox-counter/triton+shared-trig",
+    ]

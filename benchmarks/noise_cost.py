@@ -1,0 +1,95 @@
+"""Where the noisy kernels' time goes: drawing the noise, or moving the activations.
+
+On an H200 (2026-11-27) the folded forward kernels took 0.82–0.91 ms at the reference sweep's size,
+where their bytes need ~0.5 ms: the draws (Philox4x32-10, then Box–Muller's log, square root,
+cosine and sine), not memory, bound them. This times, at that size (1,024 runs × 1,024 points ×
+256, fp32; median of 10 after a compiling call), with this process's ``GNI_NOISE_TRIG``:
+
+* the normals alone (draw and write 1 GiB) against writing 1 GiB (``fill_``);
+* each folded forward kernel with its noise and with the noise switched off (the same kernel's
+  traffic without the draws);
+* the output layer's backward kernel, which draws the noise again to recompute h;
+
+and measures both trig variants' accuracy on the card (all 2²⁴ angles a draw can take). Run it once
+per variant and compare the two JSON files:
+
+    GNI_NOISE_TRIG=libdevice python benchmarks/noise_cost.py --json noise_libdevice.json
+    GNI_NOISE_TRIG=shared    python benchmarks/noise_cost.py --json noise_shared.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+import torch
+from fold_tiles import backward_calls, layer_tensors  # this folder's
+from timing import median_ms
+
+from gni_engine import folded_activation_triton as folded
+from gni_engine.counter_noise_triton import STREAM_LABEL, counter_normals_gpu, trig_errors
+
+
+def kernel_timings(t: dict[str, torch.Tensor], device: str) -> dict[str, float]:
+    """Milliseconds of each kernel with and without its noise, the normals alone and a 1 GiB fill."""
+    noise_args = (t["additive"], t["multiplicative"], t["keys"], t["starts"], 0, 1.0)
+
+    def settings(noise: bool) -> tuple[Any, ...]:
+        return (True, *noise_args, noise, False)
+
+    first, hidden, last = folded._FoldedFirstLayer, folded._FoldedActivation, folded._FoldedLastLayer
+    values = t["z"][0].numel()
+    filled = torch.empty_like(t["z"])
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        out["normals_ms"] = median_ms(lambda: counter_normals_gpu(t["keys"], t["starts"], values), device)
+        out["fill_ms"] = median_ms(lambda: filled.fill_(1.0), device)
+        for noise in (True, False):
+            suffix = "" if noise else "_without_noise"
+            out[f"first_forward{suffix}_ms"] = median_ms(
+                lambda n=noise: first.apply(t["x"], t["w_first"], t["bias"], *settings(n)), device
+            )
+            out[f"hidden_forward{suffix}_ms"] = median_ms(
+                lambda n=noise: hidden.apply(t["z"], t["bias"], *settings(n)), device
+            )
+            out[f"last_forward{suffix}_ms"] = median_ms(
+                lambda n=noise: last.apply(t["z"], t["bias"], t["w_out"], t["b_out"], *settings(n)), device
+            )
+    last_backward = backward_calls(t)["last"]
+    out["last_backward_ms"] = median_ms(lambda: last_backward(folded.TILES), device)
+    gib = t["z"].numel() * 4 / 2**30
+    out["normals_g_per_s"] = t["z"].numel() / (out["normals_ms"] * 1e-3) / 1e9
+    out["fill_tb_per_s"] = gib * 2**30 / (out["fill_ms"] * 1e-3) / 1e12
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", required=True)
+    parser.add_argument("--runs", type=int, default=1024)
+    parser.add_argument("--smoke", action="store_true", help="CPU, tiny sizes (Triton's interpreter)")
+    args = parser.parse_args()
+    device, points, width = ("cpu", 48, 8) if args.smoke else ("cuda", 1024, 256)
+    runs = 3 if args.smoke else args.runs
+    start = time.perf_counter()
+    result: dict[str, Any] = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "noise_stream": STREAM_LABEL,
+        "size": {"runs": runs, "points": points, "width": width},
+    }
+    result["trig_errors"] = trig_errors(device)
+    print(f"{STREAM_LABEL}: cos/sin errors over every angle {result['trig_errors']}", flush=True)
+    t = layer_tensors(runs, points, width, device)
+    result["ms"] = kernel_timings(t, device)
+    print({k: round(v, 3) for k, v in result["ms"].items()}, flush=True)
+    result["seconds"] = time.perf_counter() - start
+    with open(args.json, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"done in {result['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The kernel comparisons behind choices not yet measured on a card (built 2026-11-27 without one):
+# the Triton Adam kernel (the default on CUDA) against PyTorch's fused Adam, and Box–Muller's cosine
+# and sine from one shared angle reduction (GNI_NOISE_TRIG=shared, opt-in) against libdevice's.
+# Writes under ${OUT:-bench-out}/: gpu_checks.json (kernel checks and the Adam timing),
+# noise_cost_{libdevice,shared}.json, and the reference TF32 sweep (1,024 runs) three ways:
+# batching_tf32.json (the defaults), batching_tf32_shared_trig.json and batching_tf32_torch_adam.json,
+# then gpu_bench.json gathering them. BUDGET_S (default 330) caps the whole script. Run it before
+# scripts/gpu_bench.sh when a lease has room for both (~330 + 460 s).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-bench-out}"
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py="${PYTHON:-python3}"
+budget="${BUDGET_S:-330}"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
+run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the script's budget
+  local cap=$1; shift
+  local left=$((budget - SECONDS))
+  ((left < cap)) && cap=$left
+  if ((cap < 10)); then echo "== skipped (budget spent): $*"; return; fi
+  echo "== [$SECONDS s] $* (limit ${cap} s)"
+  timeout "$cap" "$py" "$@" || echo "(exit $?)"
+}
+run 50 benchmarks/gpu_checks.py --only-kernel-checks --json "$out/gpu_checks.json"
+for trig in libdevice shared; do
+  GNI_NOISE_TRIG=$trig run 35 benchmarks/noise_cost.py --json "$out/noise_cost_$trig.json"
+done
+sweep=(benchmarks/batching.py --seq-runs 1 --runs 1024 --modes gni --precision tf32)
+run 80 "${sweep[@]}" --json "$out/batching_tf32.json"
+GNI_NOISE_TRIG=shared run 80 "${sweep[@]}" --json "$out/batching_tf32_shared_trig.json"
+run 80 "${sweep[@]}" --adam-kernel torch --json "$out/batching_tf32_torch_adam.json"
+"$py" benchmarks/collect_gpu_results.py "$out"
+echo "== done in $SECONDS s"
