@@ -138,11 +138,11 @@ class StackedOptimiser:
         back from the device (a GPU pipeline stall).
         """
         self.step_count += 1
-        if all_active is None:
-            all_active = bool(active.all())
-        if self.adam_kernel is not None:
+        if self.adam_kernel is not None:  # reads ``active`` on the device
             self._kernel_adam(grads, active)
             return
+        if all_active is None:
+            all_active = bool(active.all())
         if self.kind == "adam":
             self._fused_adam(grads, active, all_active)
             return

@@ -79,11 +79,6 @@ def _adam_kernel(  # type: ignore[no-untyped-def]
     tl.store(v_ptr + at, v, mask=mask)
 
 
-def applies(params: Sequence[torch.Tensor]) -> bool:
-    """Whether the kernel updates these parameters: dense float32 or float64 tensors (run first)."""
-    return all(p.dtype in DTYPES and p.is_contiguous() and p.dim() >= 1 for p in params)
-
-
 def adam_step_gpu(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
@@ -97,6 +92,12 @@ def adam_step_gpu(
     ``coefficients`` (5,) from :func:`gni_engine.optim.adam_step_coefficients`. A transposed
     gradient is made dense first."""
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        if p.dtype not in DTYPES or not all(t.is_contiguous() and t.dtype == p.dtype for t in (p, m, v)):
+            raise ValueError(
+                f"the Adam kernel updates dense float32 or float64 parameters and moments; got "
+                f"{p.dtype} {tuple(p.shape)} (dense: {p.is_contiguous()}, {m.is_contiguous()}, "
+                f"{v.is_contiguous()})"
+            )
         g = g if g.is_contiguous() else g.contiguous()
         n = p[0].numel()
         if n == 0:

@@ -11,6 +11,18 @@ from gni_engine.stacked_adam_triton import compare_adam_with_reference
 d = compare_adam_with_reference("cpu")
 assert d["inactive_moved_float32"] == 0.0 and d["inactive_moved_float64"] == 0.0, d
 assert d["adam_float64"] < 1e-14 and d["adam_float32"] < 1e-6, d
+
+import torch
+from gni_engine.stacked_adam_triton import adam_step_gpu
+
+p = torch.zeros(2, 4, 3).transpose(1, 2)  # not dense: refused by name, not updated wrongly
+state = [torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)]
+try:
+    adam_step_gpu([p], [p], state[:1], state[1:], torch.ones(2, dtype=torch.bool), torch.ones(2), torch.ones(5))
+except ValueError as error:
+    assert "dense float32 or float64 parameters" in str(error), error
+else:
+    raise AssertionError("a transposed parameter was accepted")
 print("ok")
 """
 
