@@ -91,6 +91,7 @@ def adam_step_gpu(
     """One Adam update of every active run, in place; ``active`` (E,) bool, ``step_size`` (E,) and
     ``coefficients`` (5,) from :func:`gni_engine.optim.adam_step_coefficients`. A transposed
     gradient is made dense first."""
+    flags = active.view(torch.uint8) if active.dtype == torch.bool else active  # bytes, not i1
     for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
         if p.dtype not in DTYPES or not all(t.is_contiguous() and t.dtype == p.dtype for t in (p, m, v)):
             raise ValueError(
@@ -108,7 +109,7 @@ def adam_step_gpu(
             g,
             m,
             v,
-            active,
+            flags,
             step_size,
             coefficients,
             n,

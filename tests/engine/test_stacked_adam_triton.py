@@ -18,7 +18,8 @@ from gni_engine.stacked_adam_triton import adam_step_gpu
 p = torch.zeros(2, 4, 3).transpose(1, 2)  # not dense: refused by name, not updated wrongly
 state = [torch.zeros(2, 3, 4), torch.zeros(2, 3, 4)]
 try:
-    adam_step_gpu([p], [p], state[:1], state[1:], torch.ones(2, dtype=torch.bool), torch.ones(2), torch.ones(5))
+    active = torch.ones(2, dtype=torch.bool)
+    adam_step_gpu([p], [p], state[:1], state[1:], active, torch.ones(2), torch.ones(5))
 except ValueError as error:
     assert "dense float32 or float64 parameters" in str(error), error
 else:
