@@ -88,8 +88,9 @@ class StackedOptimiser:
     @property
     def skips_inactive_runs(self) -> bool:
         """Whether an update reads the runs' ``active`` flags on the device and leaves the inactive
-        ones untouched whatever their gradients (no zeroing needed, no flags read by the host)."""
-        return self.adam_kernel is not None
+        ones' weights untouched whatever their gradients (no zeroing needed, no flags read by the
+        host): SGD and the Adam kernel; PyTorch's fused Adam updates every value it is given."""
+        return self.kind == "sgd" or self.adam_kernel is not None
 
     @property
     def kernel_label(self) -> str:
@@ -134,24 +135,24 @@ class StackedOptimiser:
     ) -> None:
         """One update; ``active`` (E,) bool. Gradients of inactive runs are ignored (they may be NaN).
 
-        ``all_active``: the caller's word that every run is active, which spares reading ``active``
-        back from the device (a GPU pipeline stall).
+        ``all_active``: the caller's word that every run is active, which spares PyTorch's fused
+        Adam reading ``active`` back from the device (a GPU pipeline stall) to group the runs; SGD and
+        the Adam kernel read the flags on the device and need no word.
         """
         self.step_count += 1
         if self.adam_kernel is not None:  # reads ``active`` on the device
             self._kernel_adam(grads, active)
             return
-        if all_active is None:
-            all_active = bool(active.all())
         if self.kind == "adam":
+            if all_active is None:
+                all_active = bool(active.all())
             self._fused_adam(grads, active, all_active)
             return
         for p, g, state in zip(self.params, grads, self.state, strict=True):
-            mask = None
-            if not all_active:  # rare: a run failed or was cancelled; keep its NaNs out of the update
-                mask = active.reshape((-1,) + (1,) * (p.dim() - 1))
-                g = torch.where(mask, g, torch.zeros_like(g))
-            self._sgd(p, g, state, mask)
+            # masked on the device whatever the host believes: a run that failed since the host last
+            # read the flags keeps its NaNs out of its momentum and its weights where they were
+            mask = active.reshape((-1,) + (1,) * (p.dim() - 1))
+            self._sgd(p, torch.where(mask, g, torch.zeros_like(g)), state, mask)
 
     def _lr_groups(self, active: torch.Tensor, all_active: bool) -> list[tuple[float, list[int] | None]]:
         """(learning rate, runs) pairs covering the active runs; ``None`` means every run."""
@@ -226,7 +227,7 @@ class StackedOptimiser:
             )
 
     def _sgd(
-        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor | None
+        self, p: torch.Tensor, g: torch.Tensor, state: dict[str, torch.Tensor], mask: torch.Tensor
     ) -> None:
         momentum = self._per_run("momentum", self.momentum, p)
         if "momentum_buffer" not in state:
@@ -236,7 +237,7 @@ class StackedOptimiser:
         buf = state["momentum_buffer"]
         direction = torch.where(momentum != 0, buf, g)
         update = direction * -self._per_run("lr", self.lr, p)
-        p.add_(update if mask is None else torch.where(mask, update, torch.zeros_like(update)))
+        p.add_(torch.where(mask, update, torch.zeros_like(update)))
 
     def state_dict(self) -> dict[str, object]:
         return {"step_count": self.step_count, "state": [dict(s) for s in self.state]}

@@ -420,11 +420,11 @@ class BatchTrainer:
         # Divergence is flagged on the device; the host reads the flags in :meth:`settle_failures`.
         # On the CPU that is free, so it reads them at once: the optimiser then leaves a failed run's
         # weights exactly as they were at its last finite step. On a GPU a read stalls the pipeline,
-        # so the host reads every ``settle_every`` steps. The Triton Adam kernel reads the flags on the
-        # device and leaves a failed run exactly as at its last finite step; otherwise the failing
-        # step is still exact and the failed run's NaN gradients are zeroed, but until the host has
-        # read the flags the optimiser keeps moving its weights along its momentum (other runs are
-        # never affected).
+        # so the host reads every ``settle_every`` steps. SGD and the Triton Adam kernel read the flags
+        # on the device and leave a failed run exactly as at its last finite step; with PyTorch's
+        # fused Adam the failing step is still exact and the failed run's NaN gradients are zeroed,
+        # but until the host has read the flags the optimiser keeps moving its weights along its
+        # momentum (other runs are never affected).
         if graphed:
             self.step_on_device.add_(1)
         else:

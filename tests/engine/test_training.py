@@ -264,17 +264,22 @@ def test_a_diverged_run_keeps_the_weights_of_its_last_finite_step(momentum: floa
         assert torch.equal(failed.weights[k], w), k
 
 
-def test_deferred_divergence_checks_name_the_same_step_and_keep_nan_out_of_the_weights():
-    """On a GPU the host reads the divergence flags every few steps (no stall per step); forced here."""
-    bad = spec(training__lr=10.0, training__optimizer="sgd", training__steps=200, noise__sigma=0.0)
-    good = spec(training__lr=0.01, training__optimizer="sgd", training__steps=200, seed=1)
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_deferred_divergence_checks_name_the_same_step_and_keep_the_last_finite_weights(momentum: float):
+    """On a GPU the host reads the divergence flags every few steps (no stall per step); forced here
+    (and no records in between, which would read them too). SGD masks by the flags on the device, so
+    the failed run ends exactly where reading them every step leaves it, momentum or not."""
+    sgd = {"training__optimizer": "sgd", "training__momentum": momentum, "analyses__record_every": 200}
+    bad = spec(training__lr=10.0, training__steps=200, noise__sigma=0.0, **sgd)
+    good = spec(training__lr=0.01, training__steps=200, seed=1, **sgd)
     every_step = train_batch([bad, good])
     deferred = BatchTrainer([bad, good])
     deferred.settle_every = 16
     states = deferred.run()
     assert states[0].status == "failed" and states[0].failed_step == every_step[0].failed_step
+    assert states[0].failed_step % 16 != 0  # the host looked only later
     assert states[0].error == every_step[0].error
-    assert all(bool(torch.isfinite(w).all()) for w in states[0].weights.values())
+    torch.testing.assert_close(states[0].weights, every_step[0].weights, rtol=0, atol=0)
     assert states[1].status == "succeeded"
     torch.testing.assert_close(states[1].weights, every_step[1].weights, rtol=0, atol=0)
 
