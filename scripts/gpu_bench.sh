@@ -16,22 +16,8 @@
 # step times. FUSED_GEMM=1 adds the fused GEMM (its autotuning compiled for 3 minutes on
 # an H200, and it ran at half cuBLAS's speed there).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-out="${OUT:-bench-out}"
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-py="${PYTHON:-python3}"
-budget="${BUDGET_S:-460}"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-"$py" -c 'import torch, triton; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())' | tee -a "$out/gpu.txt"
-run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the script's budget
-  local cap=$1; shift
-  local left=$((budget - SECONDS))
-  ((left < cap)) && cap=$left
-  if ((cap < 10)); then echo "== skipped (budget spent): $*"; return; fi
-  echo "== [$SECONDS s] $* (limit ${cap} s)"
-  timeout "$cap" "$py" "$@" || echo "(exit $?)"
-}
+DEFAULT_BUDGET_S=460
+source "$(dirname "$0")/gpu_common.sh"  # $out, $py, $budget, run()
 sweep=(benchmarks/batching.py --seq-runs 1)
 anchor=(.bench/anchor_bench.py --seq-runs 1)
 run 90 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"

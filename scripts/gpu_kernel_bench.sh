@@ -8,21 +8,8 @@
 # then gpu_bench.json gathering them. BUDGET_S (default 330) caps the whole script. Run it before
 # scripts/gpu_bench.sh when a lease has room for both (~330 + 460 s).
 set -uo pipefail
-cd "$(dirname "$0")/.."
-out="${OUT:-bench-out}"
-mkdir -p "$out"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-py="${PYTHON:-python3}"
-budget="${BUDGET_S:-330}"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv | tee "$out/gpu.txt"
-run() {  # run CAP_SECONDS ARGS…: at most CAP seconds, and never past the script's budget
-  local cap=$1; shift
-  local left=$((budget - SECONDS))
-  ((left < cap)) && cap=$left
-  if ((cap < 10)); then echo "== skipped (budget spent): $*"; return; fi
-  echo "== [$SECONDS s] $* (limit ${cap} s)"
-  timeout "$cap" "$py" "$@" || echo "(exit $?)"
-}
+DEFAULT_BUDGET_S=330
+source "$(dirname "$0")/gpu_common.sh"  # $out, $py, $budget, run()
 run 50 benchmarks/gpu_checks.py --only-kernel-checks --json "$out/gpu_checks.json"
 for trig in libdevice shared; do
   GNI_NOISE_TRIG=$trig run 35 benchmarks/noise_cost.py --json "$out/noise_cost_$trig.json"

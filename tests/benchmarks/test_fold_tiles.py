@@ -4,32 +4,14 @@ definition, and its sweeps run the kernels they say."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.interpreted import needs_triton, run_smoke
 
 
-@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+@needs_triton
 def test_the_tile_benchmark_compares_configurations_that_agree(tmp_path: Path) -> None:
-    out = tmp_path / "fold_tiles.json"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path])}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "fold_tiles.py"), "--smoke", "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = run_smoke("fold_tiles.py", tmp_path / "fold_tiles.json")
     assert len(result["tiles"]) == 8 and result["best"] in result["tiles"]
     for name, row in result["tiles"].items():
         for kind in ("first", "hidden", "last"):

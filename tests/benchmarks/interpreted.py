@@ -1,0 +1,41 @@
+"""A benchmark script run end to end at its ``--smoke`` sizes under Triton's CPU interpreter."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_triton = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None, reason="Triton is not installed"
+)
+
+
+def run_smoke(script: str, out: Path, **variables: str) -> dict[str, Any]:
+    """Runs ``benchmarks/<script> --smoke --json out`` (``variables``: more of its environment) and
+    returns the JSON it wrote; a non-zero exit fails the test with the script's stderr."""
+    env = {
+        **os.environ,
+        **variables,
+        "TRITON_INTERPRET": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
+    }
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
