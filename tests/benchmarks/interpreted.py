@@ -1,4 +1,5 @@
-"""A benchmark script run end to end at its ``--smoke`` sizes under Triton's CPU interpreter."""
+"""A benchmark script run end to end at its ``--smoke`` sizes under Triton's CPU interpreter, or
+loaded as a module."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,6 +19,16 @@ ROOT = Path(__file__).resolve().parents[2]
 needs_triton = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None, reason="Triton is not installed"
 )
+
+
+def load_benchmark(script: str) -> ModuleType:
+    """``benchmarks/<script>`` imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / "benchmarks" / script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_smoke(script: str, out: Path, **variables: str) -> dict[str, Any]:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmarks.interpreted import load_benchmark
 
 
 def _collector() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("collect", ROOT / "benchmarks" / "collect_gpu_results.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("collect_gpu_results.py")
 
 
 def _anchor(tf32: bool, stacked: list[tuple[int, float]], compiled: list[tuple[int, float]]) -> str:

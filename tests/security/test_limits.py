@@ -287,7 +287,7 @@ def test_a_redis_that_does_not_answer_costs_one_timeout_per_recheck(limiters):
         first = time.perf_counter() - started
         assert [limiter.acquire("key:alice") for _ in range(20)] == [0.0] * 20
         rest = time.perf_counter() - started - first
-    assert 0.15 <= first < 2.0 and rest < 0.1
+    assert 0.15 <= first < 2.0 and rest < 0.19  # the 20 rechecks together took less than one timeout
 
 
 def test_the_settings_pick_the_limiter(tmp_path):
