@@ -57,7 +57,7 @@ def test_both_trig_variants_compile_for_sm_90_and_are_counted(tmp_path: Path) ->
     assert libdevice["fast_path_instructions"] < libdevice["static_instructions"]
     for counts in (libdevice, shared):
         assert not {"STL", "LDL", "DMUL"} & set(counts["fast_path_opcodes"])
-        # Philox4x32-10: four multiplies a round and counter; the first round's two of the zero words fold away
+        # Philox4x32-10: four multiplies a round and counter (the first round's two of zero words fold away)
         counters = counts["normals_per_thread"] // 4
         assert counts["fast_path_opcodes"]["IMAD"] >= 9 * 4 * counters
         assert counts["fast_path_per_normal"] > 15

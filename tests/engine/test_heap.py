@@ -22,8 +22,8 @@ FIRST_BLOCK = """
 import ctypes, torch
 from gni_engine.heap import keep_freed_memory
 class MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    names = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(name, ctypes.c_size_t) for name in names.split()]
 libc = ctypes.CDLL(None)
 libc.mallinfo2.restype = MallInfo2
 kept = keep_freed_memory()

@@ -1,0 +1,64 @@
+"""The compile check: every kernel variant the GPU checks and the reference network launch (recorded
+under the interpreter, with the GPU's tile sizes) compiles for sm_90 without a card, and a variant
+the compiler rejects is reported with its error, not raised."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.benchmarks.interpreted import ROOT, load_benchmark, needs_triton
+
+
+@needs_triton
+def test_every_recorded_kernel_variant_compiles_for_sm_90_without_spilling_in_fp32(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *sys.path])
+    out = tmp_path / "compiled.json"
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compile_check.py"), "--json", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    result = json.loads(out.read_text())
+    assert result["arch"] == "sm_90" and result["failed"] == []
+    variants = result["variants"]
+    kernels = {v["kernel"] for v in variants}
+    assert kernels == {
+        "_inject_kernel",
+        "_activate_inject_kernel",
+        "_gradient_tiles_kernel",
+        "_last_layer_forward_kernel",
+        "_adam_kernel",
+    }
+    # the card's sizes, not the interpreter's: the Adam kernel's block, the reference network's width
+    assert {v["constexprs"]["BLOCK"] for v in variants if v["kernel"] == "_adam_kernel"} == {2048}
+    assert any(v["constexprs"].get("WIDTH") == 256 for v in variants)
+    for variant in variants:
+        assert variant["registers"] > 0
+        if "*fp64" not in variant["signature"].values():
+            assert variant["spill_store_bytes"] == 0, variant["variant"]
+
+
+@needs_triton
+def test_a_variant_the_compiler_rejects_is_reported_with_its_error() -> None:
+    checking = load_benchmark("compile_check.py")
+    launch = {
+        "module": "gni_engine.stacked_adam_triton",
+        "kernel": "_adam_kernel",
+        "signature": dict.fromkeys(
+            ("p_ptr", "g_ptr", "m_ptr", "v_ptr", "active_ptr", "step_size_ptr", "coefficients_ptr"), "*fp32"
+        )
+        | {"n": "i32", "blocks_per_run": "i32", "IEEE_FP32": "constexpr", "BLOCK": "constexpr"},
+        "constexprs": {"IEEE_FP32": True, "BLOCK": 1000},  # not a power of two: tl.arange refuses it
+        "options": {},
+    }
+    result = checking.compile_launch(launch, 90)
+    assert result["compiled"] is False and "power of 2" in result["error"]
