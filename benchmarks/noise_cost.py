@@ -9,6 +9,9 @@ cosine and sine), not memory, bound them. This times, at that size (1,024 runs �
 * each folded forward kernel with its noise and with the noise switched off (the same kernel's
   traffic without the draws);
 * the output layer's backward kernel, which draws the noise again to recompute h;
+* the first and hidden layers' forward kernels with 8 warps a program instead of 4 (half the
+  registers a thread, 58 against 116 for sm_90: ``benchmarks/compile_check.py``), and whether
+  their outputs stay bit for bit the same (they should: no value depends on the thread layout);
 
 and measures both trig variants' accuracy on the card (all 2²⁴ angles a draw can take). Run it once
 per variant and compare the two JSON files:
@@ -22,12 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from fold_tiles import backward_calls, layer_tensors  # this folder's
 from timing import median_ms
 
+from gni_engine import counter_activation_triton as activation
 from gni_engine import folded_activation_triton as folded
 from gni_engine.counter_noise_triton import STREAM_LABEL, counter_normals_gpu, trig_errors
 
@@ -57,11 +62,36 @@ def kernel_timings(t: dict[str, torch.Tensor], device: str) -> dict[str, float]:
             out[f"last_forward{suffix}_ms"] = median_ms(
                 lambda n=noise: last.apply(t["z"], t["bias"], t["w_out"], t["b_out"], *settings(n)), device
             )
+        out.update(
+            warps_timings(
+                {
+                    "first_forward": lambda: first.apply(t["x"], t["w_first"], t["bias"], *settings(True)),
+                    "hidden_forward": lambda: hidden.apply(t["z"], t["bias"], *settings(True)),
+                },
+                device,
+            )
+        )
     last_backward = backward_calls(t)["last"]
     out["last_backward_ms"] = median_ms(lambda: last_backward(folded.TILES), device)
     gib = t["z"].numel() * 4 / 2**30
     out["normals_g_per_s"] = t["z"].numel() / (out["normals_ms"] * 1e-3) / 1e9
     out["fill_tb_per_s"] = gib * 2**30 / (out["fill_ms"] * 1e-3) / 1e12
+    return out
+
+
+def warps_timings(calls: dict[str, Callable[[], torch.Tensor]], device: str) -> dict[str, float]:
+    """Noisy forward kernels of :mod:`gni_engine.counter_activation_triton` with 8 warps a program,
+    and whether their outputs equal the default's bit for bit."""
+    default = activation.NUM_WARPS
+    out: dict[str, float] = {}
+    for name, call in calls.items():
+        reference = call()
+        activation.NUM_WARPS = 8
+        try:
+            out[f"{name}_8_warps_ms"] = median_ms(call, device)
+            out[f"{name}_8_warps_identical"] = float(torch.equal(call(), reference))
+        finally:
+            activation.NUM_WARPS = default
     return out
 
 

@@ -25,6 +25,11 @@ import triton.language as tl
 from gni_engine.counter_noise import FUSED_ACTIVATIONS
 from gni_engine.counter_noise_triton import BLOCK, _grid, _normals
 
+# Triton's default. A program's 512 counters then take 116 registers a thread for sm_90 (16 warps an
+# SM); 8 warps need 58 (benchmarks/compile_check.py). benchmarks/noise_cost.py times both on a card;
+# the values are the same either way (each is a function of its counter alone).
+NUM_WARPS = 4
+
 
 @triton.jit
 def _activate_inject_kernel(  # type: ignore[no-untyped-def]
@@ -203,6 +208,7 @@ def _launch_activate(
         BACKWARD=backward,
         FROM_INPUT=weight is not None,
         BLOCK=BLOCK,
+        num_warps=NUM_WARPS,
     )
 
 

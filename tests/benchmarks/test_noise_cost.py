@@ -17,3 +17,6 @@ def test_the_noise_cost_benchmark_times_each_kernel_with_and_without_noise(tmp_p
     for kernel in ("first_forward", "hidden_forward", "last_forward"):
         assert result["ms"][f"{kernel}_ms"] > 0 and result["ms"][f"{kernel}_without_noise_ms"] > 0
     assert result["ms"]["normals_ms"] > 0 and result["ms"]["last_backward_ms"] > 0
+    for kernel in ("first_forward", "hidden_forward"):  # the thread layout the card compares
+        assert result["ms"][f"{kernel}_8_warps_ms"] > 0
+        assert result["ms"][f"{kernel}_8_warps_identical"] == 1.0
