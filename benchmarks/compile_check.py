@@ -146,11 +146,31 @@ def _jit_function(module: str, name: str) -> Any:
     return kernel
 
 
-def _ptxas_report(ptx: str, arch: int) -> dict[str, int]:
-    """Registers, stack frame and spill bytes as ``ptxas -v`` reports them."""
+def triton_tool(name: str) -> Path:
+    """One of the CUDA tools Triton's wheel bundles (``ptxas``, ``cuobjdump``, ``nvdisasm``)."""
     import triton
 
-    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name
+
+
+def compile_kernel(launch: dict[str, Any], arch: int) -> Any:
+    """Triton's compiled kernel for one launch description (module, kernel, signature, constexprs,
+    options) and sm_<arch>; the compiler's exception where it refuses."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    source = ASTSource(
+        fn=_jit_function(launch["module"], launch["kernel"]),
+        signature=launch["signature"],
+        constexprs=launch["constexprs"],
+    )
+    return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
+
+
+def _ptxas_report(ptx: str, arch: int) -> dict[str, int]:
+    """Registers, stack frame and spill bytes as ``ptxas -v`` reports them."""
+    ptxas = triton_tool("ptxas")
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as source:
         source.write(ptx)
         source.flush()
@@ -183,17 +203,8 @@ def _ptxas_report(ptx: str, arch: int) -> dict[str, int]:
 
 def compile_launch(launch: dict[str, Any], arch: int) -> dict[str, Any]:
     """Compile one recorded launch for sm_<arch>: its resource figures, or the compiler's error."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    source = ASTSource(
-        fn=_jit_function(launch["module"], launch["kernel"]),
-        signature=launch["signature"],
-        constexprs=launch["constexprs"],
-    )
     try:
-        kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
+        kernel = compile_kernel(launch, arch)
     except Exception as error:  # the compiler's message is the finding
         return {"compiled": False, "error": f"{type(error).__name__}: {str(error)[-1500:]}"}
     return {

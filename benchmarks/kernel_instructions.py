@@ -28,6 +28,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from compile_check import compile_kernel, triton_tool  # this folder's
+
 SIGNATURE = {
     "src_ptr": "*fp32",
     "dst_ptr": "*fp32",
@@ -55,18 +57,16 @@ class Instruction:
 
 def compile_draw_kernel(arch: int, cubin: Path) -> dict[str, object]:
     """Compile the normals-only draw kernel for sm_<arch> in this process's trig variant."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     from gni_engine import counter_noise_triton as noise
 
-    source = ASTSource(
-        fn=noise._inject_kernel,
-        signature=SIGNATURE,
-        constexprs={"BACKWARD": False, "NORMALS_ONLY": True, "BLOCK": noise.BLOCK},
-    )
-    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32))
+    launch = {
+        "module": noise.__name__,
+        "kernel": "_inject_kernel",
+        "signature": SIGNATURE,
+        "constexprs": {"BACKWARD": False, "NORMALS_ONLY": True, "BLOCK": noise.BLOCK},
+        "options": {},
+    }
+    kernel = compile_kernel(launch, arch)
     cubin.write_bytes(kernel.asm["cubin"])
     threads = kernel.metadata.num_warps * 32
     return {
@@ -76,17 +76,12 @@ def compile_draw_kernel(arch: int, cubin: Path) -> dict[str, object]:
     }
 
 
-def cuobjdump() -> Path:
-    import triton
-
-    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-
-
 def disassemble(cubin: Path) -> tuple[list[Instruction], int]:
     """The kernel's instructions and the registers a thread uses."""
-    sass = subprocess.run([cuobjdump(), "-sass", cubin], capture_output=True, text=True, check=True).stdout
+    cuobjdump = triton_tool("cuobjdump")
+    sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
     usage = subprocess.run(
-        [cuobjdump(), "-res-usage", cubin], capture_output=True, text=True, check=True
+        [cuobjdump, "-res-usage", cubin], capture_output=True, text=True, check=True
     ).stdout
     registers = re.search(r"REG:(\d+)", usage)
     instructions = [Instruction(int(a, 16), op, rest) for a, op, rest in INSTRUCTION.findall(sass)]

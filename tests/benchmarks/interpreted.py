@@ -22,7 +22,10 @@ needs_triton = pytest.mark.skipif(
 
 
 def load_benchmark(script: str) -> ModuleType:
-    """``benchmarks/<script>`` imported as a module (the folder is not a package)."""
+    """``benchmarks/<script>`` imported as a module (the folder is not a package; its scripts import
+    each other by name, as when run from it)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.append(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(Path(script).stem, ROOT / "benchmarks" / script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
