@@ -9,7 +9,10 @@ steps of two runs of the reference network (1 → 256 × 4 → 1, fp32, TF32 and
 kernels and the Adam kernel), records each distinct launch (kernel, argument types, constexpr
 values, launch options), then compiles each one for the chosen architecture (default sm_90, an
 H100's or H200's) with Triton's own compiler and its bundled ``ptxas``, and reports registers,
-stack and spills. It exits non-zero when a variant fails to compile.
+stack and spills. It exits non-zero when a variant fails to compile. The opt-in fused GEMM
+(``fused_gemm="on"``, :mod:`gni_engine.fused_linear_triton`) is not among them: the checks launch
+it only with ``gpu_checks.py --fused-gemm``, its autotuning compiles many configurations, and it
+has run on an H200.
 
     python benchmarks/compile_check.py --json out.json [--arch 90]
 """
