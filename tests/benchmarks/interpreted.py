@@ -34,23 +34,27 @@ def load_benchmark(script: str) -> ModuleType:
     return module
 
 
-def run_smoke(script: str, out: Path, **variables: str) -> dict[str, Any]:
-    """Runs ``benchmarks/<script> --smoke --json out`` (``variables``: more of its environment) and
-    returns the JSON it wrote; a non-zero exit fails the test with the script's stderr."""
-    env = {
-        **os.environ,
-        **variables,
-        "TRITON_INTERPRET": "1",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
-    }
+def run_benchmark(script: str, out: Path, *args: str, interpret: bool, **variables: str) -> dict[str, Any]:
+    """Runs ``benchmarks/<script> *args --json out`` under Triton's interpreter or compiling for a
+    GPU (``variables``: more of its environment) and returns the JSON it wrote; a non-zero exit
+    fails the test with the script's output."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.update(variables, PYTHONPATH=os.pathsep.join([str(ROOT), *sys.path]))
+    if interpret:
+        env["TRITON_INTERPRET"] = "1"
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / script), "--smoke", "--json", str(out)],
+        [sys.executable, str(ROOT / "benchmarks" / script), *args, "--json", str(out)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
         check=False,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-2000:])
     result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def run_smoke(script: str, out: Path, **variables: str) -> dict[str, Any]:
+    """``benchmarks/<script> --smoke`` under the interpreter: see :func:`run_benchmark`."""
+    return run_benchmark(script, out, "--smoke", interpret=True, **variables)

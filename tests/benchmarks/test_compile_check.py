@@ -4,30 +4,14 @@ the compiler rejects is reported with its error, not raised."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.benchmarks.interpreted import ROOT, load_benchmark, needs_triton
+from tests.benchmarks.interpreted import load_benchmark, needs_triton, run_benchmark
 
 
 @needs_triton
 def test_every_recorded_kernel_variant_compiles_for_sm_90_without_spilling_in_fp32(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *sys.path])
-    out = tmp_path / "compiled.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "compile_check.py"), "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
-    result = json.loads(out.read_text())
+    result = run_benchmark("compile_check.py", tmp_path / "compiled.json", interpret=False)
     assert result["arch"] == "sm_90" and result["failed"] == []
     variants = result["variants"]
     kernels = {v["kernel"] for v in variants}

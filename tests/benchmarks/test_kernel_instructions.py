@@ -3,13 +3,9 @@ count leaves out libdevice's large-angle slow path, which Box–Muller's angles 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.benchmarks.interpreted import ROOT, load_benchmark, needs_triton
+from tests.benchmarks.interpreted import load_benchmark, needs_triton, run_benchmark
 
 counting = load_benchmark("kernel_instructions.py")
 Instruction = counting.Instruction
@@ -36,19 +32,7 @@ def test_the_slow_path_is_a_forward_branch_around_local_memory_or_fp64() -> None
 
 @needs_triton
 def test_both_trig_variants_compile_for_sm_90_and_are_counted(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *sys.path])
-    out = tmp_path / "counts.json"
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "kernel_instructions.py"), "--json", str(out)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(out.read_text())
+    result = run_benchmark("kernel_instructions.py", tmp_path / "counts.json", interpret=False)
     assert result["arch"] == "sm_90"
     libdevice, shared = result["variants"]["libdevice"], result["variants"]["shared"]
     assert libdevice["noise_stream"] == "philox-counter/triton"
