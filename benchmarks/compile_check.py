@@ -111,8 +111,8 @@ def record_launches(out: Path) -> None:
 
     InterpretedFunction.run = recording_run  # type: ignore[method-assign]
     for module, constants in GPU_SIZES.items():
+        loaded = importlib.import_module(module)
         for name, value in constants.items():
-            loaded = importlib.import_module(module)
             if not hasattr(loaded, name):
                 raise SystemExit(f"{module} has no {name}: update compile_check.GPU_SIZES")
             setattr(loaded, name, value)
@@ -171,7 +171,7 @@ def compile_kernel(launch: dict[str, Any], arch: int) -> Any:
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options=launch["options"])
 
 
-def _ptxas_report(ptx: str, arch: int) -> dict[str, int]:
+def ptxas_report(ptx: str, arch: int) -> dict[str, int]:
     """Registers, stack frame and spill bytes as ``ptxas -v`` reports them."""
     ptxas = triton_tool("ptxas")
     with tempfile.NamedTemporaryFile("w", suffix=".ptx") as source:
@@ -213,7 +213,7 @@ def compile_launch(launch: dict[str, Any], arch: int) -> dict[str, Any]:
     return {
         "compiled": True,
         "num_warps": kernel.metadata.num_warps,
-        **_ptxas_report(kernel.asm["ptx"], arch),
+        **ptxas_report(kernel.asm["ptx"], arch),
     }
 
 

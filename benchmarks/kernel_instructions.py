@@ -27,8 +27,9 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from compile_check import compile_kernel, triton_tool  # this folder's
+from compile_check import compile_kernel, ptxas_report, triton_tool  # this folder's
 
 SIGNATURE = {
     "src_ptr": "*fp32",
@@ -55,8 +56,9 @@ class Instruction:
     operands: str
 
 
-def compile_draw_kernel(arch: int, cubin: Path) -> dict[str, object]:
-    """Compile the normals-only draw kernel for sm_<arch> in this process's trig variant."""
+def compile_draw_kernel(arch: int, cubin: Path) -> dict[str, Any]:
+    """Compile the normals-only draw kernel for sm_<arch> in this process's trig variant, writing
+    its binary to ``cubin``; its stream label, threads, normals a thread and registers."""
     from gni_engine import counter_noise_triton as noise
 
     launch = {
@@ -73,19 +75,16 @@ def compile_draw_kernel(arch: int, cubin: Path) -> dict[str, object]:
         "noise_stream": noise.STREAM_LABEL,
         "threads": threads,
         "normals_per_thread": 4 * noise.BLOCK // threads,
+        "registers": ptxas_report(kernel.asm["ptx"], arch)["registers"],
     }
 
 
-def disassemble(cubin: Path) -> tuple[list[Instruction], int]:
-    """The kernel's instructions and the registers a thread uses."""
-    cuobjdump = triton_tool("cuobjdump")
-    sass = subprocess.run([cuobjdump, "-sass", cubin], capture_output=True, text=True, check=True).stdout
-    usage = subprocess.run(
-        [cuobjdump, "-res-usage", cubin], capture_output=True, text=True, check=True
+def disassemble(cubin: Path) -> list[Instruction]:
+    """The kernel's SASS instructions, in address order."""
+    sass = subprocess.run(
+        [triton_tool("cuobjdump"), "-sass", cubin], capture_output=True, text=True, check=True
     ).stdout
-    registers = re.search(r"REG:(\d+)", usage)
-    instructions = [Instruction(int(a, 16), op, rest) for a, op, rest in INSTRUCTION.findall(sass)]
-    return instructions, int(registers.group(1)) if registers else -1
+    return [Instruction(int(a, 16), op, rest) for a, op, rest in INSTRUCTION.findall(sass)]
 
 
 def slow_path(instructions: list[Instruction]) -> set[int]:
@@ -130,9 +129,8 @@ def measure_variant(trig: str, arch: int, folder: Path) -> dict[str, object]:
 def variant_only(result_path: Path, arch: int) -> None:
     cubin = result_path.with_suffix(".cubin")
     meta = compile_draw_kernel(arch, cubin)
-    instructions, registers = disassemble(cubin)
-    counts = count(instructions, int(str(meta["normals_per_thread"])))
-    result_path.write_text(json.dumps({**meta, "registers": registers, **counts}))
+    counts = count(disassemble(cubin), meta["normals_per_thread"])
+    result_path.write_text(json.dumps({**meta, **counts}))
 
 
 def main() -> None:
