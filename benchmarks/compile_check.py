@@ -9,12 +9,17 @@ steps of two runs of the reference network (1 → 256 × 4 → 1, fp32, TF32 and
 kernels and the Adam kernel), records each distinct launch (kernel, argument types, constexpr
 values, launch options), then compiles each one for the chosen architecture (default sm_90, an
 H100's or H200's) with Triton's own compiler and its bundled ``ptxas``, and reports registers,
-stack and spills. It exits non-zero when a variant fails to compile. The opt-in fused GEMM
-(``fused_gemm="on"``, :mod:`gni_engine.fused_linear_triton`) is not among them: the checks launch
-it only with ``gpu_checks.py --fused-gemm``, its autotuning compiles many configurations, and it
-has run on an H200.
+stack and spills. It exits non-zero when a variant fails to compile.
 
-    python benchmarks/compile_check.py --json out.json [--arch 90]
+``--kernels fused-gemm`` checks the opt-in fused GEMM (``fused_gemm="on"`` / ``"tf32x3"``,
+:mod:`gni_engine.fused_linear_triton`) instead: two steps of the reference network trained with it
+(IEEE fp32, TF32 and three-TF32 products; additive noise, and a batch with a multiplicative run),
+each recorded launch compiled once per autotuning candidate (its tile and launch options from
+``TILE_CANDIDATES``) at the reference sweep's shape. The interpreter runs these GEMMs slowly, so the
+recording trains 1 → 16 × 4 → 1 on 16 points; the kernels' sizes are compile-time constants, set
+to the sweep's 1,024 points and width 256 before compiling.
+
+    python benchmarks/compile_check.py --json out.json [--arch 90] [--kernels fused-gemm]
 """
 
 from __future__ import annotations
@@ -52,7 +57,10 @@ GPU_SIZES = {  # module: the constants it sets to other values under the interpr
     },
     "gni_engine.stacked_adam_triton": {"BLOCK": 2048},
 }
-REFERENCE_RUN = {
+REFERENCE_POINTS, REFERENCE_WIDTH = 1024, 256  # the reference sweep's examples and hidden width
+RECORDING_WIDTH = 16  # the fused GEMM's recording trains this width (the interpreter's tile)
+FUSED_GEMM_MODULE = "gni_engine.fused_linear_triton"
+REFERENCE_RUN: dict[str, Any] = {
     "data": {"name": "sinusoids", "n_points": 16, "frequencies": [1.0, 3.0]},
     "model": {"hidden": [256] * 4, "activation": "relu"},
     "noise": {"sigma": 0.1, "layers": "all"},
@@ -83,8 +91,9 @@ def _constexpr_names(fn: Any) -> set[str]:
     }
 
 
-def record_launches(out: Path) -> None:
-    """Run the kernel checks under the interpreter, writing each distinct launch to ``out``."""
+def record_launches(out: Path, kernels: str) -> None:
+    """Run the kernel checks (``kernels="default"``) or the fused GEMM's training steps
+    (``"fused-gemm"``) under the interpreter, writing each distinct launch to ``out``."""
     if os.environ.get("TRITON_INTERPRET") != "1":
         raise SystemExit("--record runs under TRITON_INTERPRET=1")
     from triton.runtime.interpreter import InterpretedFunction
@@ -116,28 +125,84 @@ def record_launches(out: Path) -> None:
             if not hasattr(loaded, name):
                 raise SystemExit(f"{module} has no {name}: update compile_check.GPU_SIZES")
             setattr(loaded, name, value)
-    sys.path.insert(0, str(Path(__file__).parent))
-    import gpu_checks  # this folder's
+    if kernels == "fused-gemm":
+        train_with_fused_gemm()
+    else:
+        sys.path.insert(0, str(Path(__file__).parent))
+        import gpu_checks  # this folder's
 
-    gpu_checks.DEVICE, gpu_checks.SMOKE = "cpu", True
-    gpu_checks.counter_kernel()
-    gpu_checks.folded_kernel()
-    gpu_checks.adam_kernel(4)
-    train_reference_network()
+        gpu_checks.DEVICE, gpu_checks.SMOKE = "cpu", True
+        gpu_checks.counter_kernel()
+        gpu_checks.folded_kernel()
+        gpu_checks.adam_kernel(4)
+        train_reference_network()
     out.write_text(json.dumps(list(launches.values()), indent=1))
+
+
+def _reference_batch(
+    precision: str, kinds: tuple[str, ...] = ("additive", "additive"), width: int = REFERENCE_WIDTH
+) -> list[Any]:
+    from gni_engine.spec import parse_run_spec
+
+    return [
+        parse_run_spec(
+            {
+                **REFERENCE_RUN,
+                "model": {**REFERENCE_RUN["model"], "hidden": [width] * 4},
+                "noise": {**REFERENCE_RUN["noise"], "kind": kind},
+                "execution": {"precision": precision},
+                "seed": seed,
+            }
+        )
+        for seed, kind in enumerate(kinds)
+    ]
 
 
 def train_reference_network() -> None:
     """Two steps of two runs of the reference network with the GPU's default kernels, per precision."""
-    from gni_engine.spec import parse_run_spec
     from gni_engine.training import BatchTrainer
 
     for precision in ("fp32", "tf32", "fp64"):
-        specs = [
-            parse_run_spec({**REFERENCE_RUN, "execution": {"precision": precision}, "seed": seed})
-            for seed in (0, 1)
-        ]
-        BatchTrainer(specs, noise_stream="counter", fused_gemm="fold", adam_kernel="triton").run()
+        BatchTrainer(
+            _reference_batch(precision), noise_stream="counter", fused_gemm="fold", adam_kernel="triton"
+        ).run()
+
+
+def train_with_fused_gemm() -> None:
+    """Two steps of the reference network with the fused GEMM in each arithmetic of its products,
+    additive runs and a batch with a multiplicative run (its backward regenerates ε)."""
+    from gni_engine.training import BatchTrainer
+
+    for precision, fused_gemm in (("fp32", "on"), ("tf32", "on"), ("fp32", "tf32x3")):
+        for kinds in (("additive", "additive"), ("additive", "multiplicative")):
+            BatchTrainer(
+                _reference_batch(precision, kinds, RECORDING_WIDTH),
+                noise_stream="counter",
+                fused_gemm=fused_gemm,
+            ).run()
+
+
+def tile_candidates(launch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A recorded fused-GEMM launch once per autotuning candidate, a training layer's at the
+    reference sweep's shape (its points, and the recorded width replaced by the sweep's); the
+    start-up check's own layers at their shapes; any other launch as it is."""
+    if launch["module"] != FUSED_GEMM_MODULE:
+        return [launch]
+    candidates = importlib.import_module(FUSED_GEMM_MODULE).TILE_CANDIDATES[launch["kernel"]]
+    recorded = launch["constexprs"]
+    shape = {}
+    if recorded["N"] == RECORDING_WIDTH:  # a hidden layer of the recorded network
+        shape = {"M": REFERENCE_POINTS, "N": REFERENCE_WIDTH}
+        if recorded["K"] == RECORDING_WIDTH:
+            shape["K"] = REFERENCE_WIDTH
+    return [
+        {
+            **launch,
+            "constexprs": {**recorded, **shape, **config.kwargs},
+            "options": {"num_warps": config.num_warps, "num_stages": config.num_stages},
+        }
+        for config in candidates
+    ]
 
 
 def _jit_function(module: str, name: str) -> Any:
@@ -220,7 +285,8 @@ def compile_launch(launch: dict[str, Any], arch: int) -> dict[str, Any]:
 def describe(launch: dict[str, Any]) -> str:
     types = sorted({t for t in launch["signature"].values() if t.startswith("*")})
     constexprs = ",".join(f"{k}={v}" for k, v in launch["constexprs"].items())
-    return f"{launch['kernel']}[{' '.join(types)}]({constexprs})"
+    options = "".join(f" {k}={v}" for k, v in launch["options"].items())
+    return f"{launch['kernel']}[{' '.join(types)}]({constexprs}){options}"
 
 
 def main() -> None:
@@ -229,20 +295,29 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="write every variant's result here")
     parser.add_argument("--arch", type=int, default=90, help="compute capability ×10 (90: H100/H200)")
+    parser.add_argument(
+        "--kernels",
+        choices=("default", "fused-gemm"),
+        default="default",
+        help="the GPU checks' and the reference network's kernels, or the opt-in fused GEMM's",
+    )
     parser.add_argument("--record", type=Path, help=argparse.SUPPRESS)  # the interpreted child
     args = parser.parse_args()
     if args.record:
-        record_launches(args.record)
+        record_launches(args.record, args.kernels)
         return
     with tempfile.TemporaryDirectory() as folder:
         recorded = Path(folder) / "launches.json"
         env = {**os.environ, "TRITON_INTERPRET": "1"}
         done = subprocess.run(
-            [sys.executable, __file__, "--record", str(recorded)], env=env, capture_output=True, text=True
+            [sys.executable, __file__, "--record", str(recorded), "--kernels", args.kernels],
+            env=env,
+            capture_output=True,
+            text=True,
         )
         if done.returncode != 0:
             raise SystemExit(f"recording the launches failed:\n{done.stderr[-3000:]}")
-        launches = json.loads(recorded.read_text())
+        launches = [c for launch in json.loads(recorded.read_text()) for c in tile_candidates(launch)]
     import triton
 
     results = []
@@ -264,6 +339,7 @@ def main() -> None:
     if args.json:
         summary = {
             "arch": f"sm_{args.arch}",
+            "kernels": args.kernels,
             "triton": triton.__version__,
             "failed": failed,
             "variants": results,

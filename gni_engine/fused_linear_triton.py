@@ -23,8 +23,9 @@ multiple of 4 (a counter's four values in one row): :func:`applies` says when th
 
 ``precision`` picks ``tl.dot``'s arithmetic: ``fp32`` IEEE products (CUDA cores), ``tf32`` one TF32
 tensor-core product, ``tf32x3`` three TF32 products of split operands (about fp32's accuracy at
-tensor-core speed). Tile shapes are chosen by Triton's autotuner (three candidates per kernel, not yet
-tuned on a card) on the first call of each layer shape and precision: about 9 compilations each.
+tensor-core speed). Tile shapes are chosen by Triton's autotuner (:data:`TILE_CANDIDATES`, three per
+kernel, none spilling registers in TF32 when compiled for sm_90, not yet timed on a card) on the first
+call of each layer shape and precision: about 9 compilations each.
 """
 
 from __future__ import annotations
@@ -271,24 +272,38 @@ def _config(bm: int, bn: int, bk: int, warps: int, stages: int) -> triton.Config
 
 
 # (BM, BN, BK) name each kernel's own tile: forward (examples, outputs, inputs); dh (examples, the
-# step over outputs, inputs); dW (the step over examples, outputs, inputs)
-_TILES = {
-    "forward": [_config(128, 128, 32, 8, 3), _config(128, 256, 32, 8, 3), _config(64, 128, 32, 4, 4)],
-    "grad_input": [_config(128, 32, 128, 8, 3), _config(128, 32, 256, 8, 3), _config(64, 32, 128, 4, 4)],
-    "grad_weight": [_config(32, 128, 128, 8, 3), _config(32, 256, 128, 8, 3), _config(64, 128, 64, 4, 4)],
+# step over outputs, inputs); dW (the step over examples, outputs, inputs). Chosen so that no candidate
+# spills registers in TF32 at the reference shape (1,024 × 256 × 256, compiled for sm_90 by
+# ``benchmarks/compile_check.py --kernels fused-gemm``) and each kernel has one that does not spill in
+# every arithmetic; the first candidates, with 128 × 128 tiles, spilled 256–1,448 bytes a thread in
+# every forward variant (the epilogue's normals beside the accumulator).
+TILE_CANDIDATES = {
+    "_forward_kernel": [_config(128, 64, 32, 8, 3), _config(64, 128, 32, 8, 3), _config(64, 64, 32, 4, 3)],
+    "_grad_input_kernel": [
+        _config(128, 32, 128, 8, 3),
+        _config(64, 32, 128, 4, 3),
+        _config(128, 32, 64, 8, 3),
+    ],
+    "_grad_weight_kernel": [
+        _config(32, 128, 128, 8, 3),
+        _config(32, 64, 32, 4, 3),
+        _config(16, 64, 64, 4, 3),
+    ],
 }
 # the interpreter runs one small tile (several tiles per run and a loop of several steps in the tests)
 _INTERPRETED_TILE = {"BM": 16, "BN": 16, "BK": 16}
 _KEY = ["M", "N", "K", "PRECISION", "RELU"]
 
 
-def _tuned(kernel: Any, which: str) -> Any:
-    return kernel if INTERPRETED else triton.autotune(configs=_TILES[which], key=_KEY)(kernel)
+def _tuned(kernel: Any) -> Any:
+    if INTERPRETED:
+        return kernel
+    return triton.autotune(configs=TILE_CANDIDATES[kernel.__name__], key=_KEY)(kernel)
 
 
-_forward = _tuned(_forward_kernel, "forward")
-_grad_input = _tuned(_grad_input_kernel, "grad_input")
-_grad_weight = _tuned(_grad_weight_kernel, "grad_weight")
+_forward = _tuned(_forward_kernel)
+_grad_input = _tuned(_grad_input_kernel)
+_grad_weight = _tuned(_grad_weight_kernel)
 
 
 def _launch(kernel: Any, tiles: Any, e: int, *args: Any, **meta: Any) -> None:
