@@ -379,11 +379,12 @@ def _layer_module(label: str) -> _LayerModule:
             fused.applies, fused.linear_activate_gpu, fused.compare_linear_with_reference, fused.INTERPRETED
         )
     from gni_engine import folded_activation_triton as folded
+    from gni_engine.folded_activation_check import compare_fold_with_reference
 
     return _LayerModule(
         folded.applies,
         folded.folded_activate_gpu,
-        folded.compare_fold_with_reference,
+        compare_fold_with_reference,
         folded.INTERPRETED,
         folded.folded_last_gpu,
     )

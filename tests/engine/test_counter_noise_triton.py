@@ -74,11 +74,11 @@ print("ok")
 )
 
 FOLDED = """
-from gni_engine.folded_activation_triton import (
+from gni_engine.folded_activation_check import (
     compare_folded_with_reference,
     compare_last_with_reference,
-    tile_shape,
 )
+from gni_engine.folded_activation_triton import tile_shape
 
 assert tile_shape(37, 24) == (4, 16, 4)  # 3 programs down the rows (the last partial), 2 across
 differences = compare_folded_with_reference("cpu")
@@ -97,11 +97,11 @@ print("ok")
 
 FOLDED_TILES = """
 from gni_engine import folded_activation_triton as folded
-from gni_engine.folded_activation_triton import (
-    TileConfig,
+from gni_engine.folded_activation_check import (
     compare_folded_with_reference,
     compare_last_with_reference,
 )
+from gni_engine.folded_activation_triton import TileConfig
 
 for config in (TileConfig(rolled=False, sum_at_end=False), TileConfig(rolled=True, sum_at_end=False)):
     folded.TILES = config
