@@ -13,8 +13,9 @@
 # since 2026-11-27, not yet measured on a card) against PyTorch's fused Adam. What budget is left
 # goes to the TF32 sweep with PyTorch's fused Adam, the same sweeps with cuBLAS and the fused
 # activation kernel (fused_gemm=off, the previous default), the compiled anchors and single-run
-# step times. FUSED_GEMM=1 adds the fused GEMM (its autotuning compiled for 3 minutes on
-# an H200, and it ran at half cuBLAS's speed there).
+# step times. FUSED_GEMM=1 adds the fused GEMM's checks and profiles (its autotuning compiled for 3
+# minutes on an H200, where it ran at half the default's speed with tile candidates that spilled
+# registers; the non-spilling candidates that replaced them have not been timed).
 set -uo pipefail
 DEFAULT_BUDGET_S=460
 source "$(dirname "$0")/gpu_common.sh"  # $out, $py, $budget, run()
