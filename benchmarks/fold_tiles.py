@@ -29,8 +29,8 @@ from batching import flops_per_run, sweep, time_training  # this folder's sweep
 from timing import median_ms
 
 from gni_engine import folded_activation_triton as folded
-from gni_engine.folded_activation_check import compare_fold_with_reference
 from gni_engine.folded_activation_triton import TileConfig
+from gni_engine.folded_check_triton import compare_fold_with_reference
 
 DEVICE = "cuda"
 SIZES = {"points": 1024, "width": 256, "steps": 2000}

@@ -102,7 +102,7 @@ def folded_kernel() -> dict[str, Any]:
     one-input and 20-input layers and the last hidden layer with a one-output layer folded in, in
     the variants a ReLU network trains with (every variant runs under the interpreter in the tests;
     each costs the card a compilation)."""
-    from gni_engine.folded_activation_check import compare_fold_with_reference
+    from gni_engine.folded_check_triton import compare_fold_with_reference
 
     start = time.perf_counter()
     return _summary(compare_fold_with_reference(DEVICE, every_variant=False), start)

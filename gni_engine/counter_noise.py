@@ -379,7 +379,7 @@ def _layer_module(label: str) -> _LayerModule:
             fused.applies, fused.linear_activate_gpu, fused.compare_linear_with_reference, fused.INTERPRETED
         )
     from gni_engine import folded_activation_triton as folded
-    from gni_engine.folded_activation_check import compare_fold_with_reference
+    from gni_engine.folded_check_triton import compare_fold_with_reference
 
     return _LayerModule(
         folded.applies,

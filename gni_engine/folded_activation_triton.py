@@ -33,8 +33,8 @@ definition is the same as the separate kernels' (``bmm``, then
 another summation order, and equal alone and in a batch.
 
 This module holds the tile sizes, the launches and the autograd functions; the Triton code is in
-:mod:`gni_engine.folded_activation_kernels`, the comparison with the definition (the start-up
-probe's and the card check's) in :mod:`gni_engine.folded_activation_check`.
+:mod:`gni_engine.folded_kernels_triton`, the comparison with the definition (the start-up
+probe's and the card check's) in :mod:`gni_engine.folded_check_triton`.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import triton
 from gni_engine.counter_activation_triton import _ActivateInject, _launch_activate
 from gni_engine.counter_noise import FUSED_ACTIVATIONS
 from gni_engine.counter_noise_triton import MAX_BLOCKS
-from gni_engine.folded_activation_kernels import _gradient_tiles_kernel, _last_layer_forward_kernel
+from gni_engine.folded_kernels_triton import _gradient_tiles_kernel, _last_layer_forward_kernel
 
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 TILE_VALUES = 64 if INTERPRETED else 2048  # values a program handles per row chunk

@@ -74,7 +74,7 @@ print("ok")
 )
 
 FOLDED = """
-from gni_engine.folded_activation_check import (
+from gni_engine.folded_check_triton import (
     compare_folded_with_reference,
     compare_last_with_reference,
 )
@@ -97,7 +97,7 @@ print("ok")
 
 FOLDED_TILES = """
 from gni_engine import folded_activation_triton as folded
-from gni_engine.folded_activation_check import (
+from gni_engine.folded_check_triton import (
     compare_folded_with_reference,
     compare_last_with_reference,
 )

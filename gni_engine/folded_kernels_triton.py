@@ -2,7 +2,7 @@
 its gradients' column sums, and a one-output layer folded in.
 
 :mod:`gni_engine.folded_activation_triton` launches them (tile sizes, autograd, the reasons for
-folding); :mod:`gni_engine.folded_activation_check` compares them with their definition. Every
+folding); :mod:`gni_engine.folded_check_triton` compares them with their definition. Every
 size is a ``tl.constexpr`` argument: nothing here reads a module setting.
 """
 
