@@ -97,9 +97,14 @@ def uniform_from_bits(bits: torch.Tensor) -> torch.Tensor:
     return ((bits >> 8) + 1).to(torch.float32) * (2.0**-24)
 
 
-def box_muller(u1: torch.Tensor, u2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    radius = torch.sqrt(-2.0 * torch.log(u1))
-    angle = (2.0 * math.pi) * u2
+def box_muller(
+    u1: torch.Tensor, u2: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two normals from two float32 uniforms; ``dtype=torch.float64`` evaluates the same formula
+    (the angle still rounded to float32, as every kernel computes it) in float64: the twin the
+    compiled kernels are checked against, free of float32 library rounding."""
+    angle = ((2.0 * math.pi) * u2).to(dtype)
+    radius = torch.sqrt(-2.0 * torch.log(u1.to(dtype)))
     return radius * torch.cos(angle), radius * torch.sin(angle)
 
 
@@ -107,10 +112,13 @@ def split_key(key: int) -> tuple[int, int]:
     return key & MASK32, (key >> 32) & MASK32
 
 
-def counter_normals(keys: torch.Tensor, starts: torch.Tensor, n: int) -> torch.Tensor:
+def counter_normals(
+    keys: torch.Tensor, starts: torch.Tensor, n: int, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """(E, n) float32 standard normals: run e's values from counter ``starts[e]`` on, under ``keys[e]``.
 
-    keys: (E,) int64 (63-bit seeds), starts: (E,) int64 counters. Reference implementation (any device).
+    keys: (E,) int64 (63-bit seeds), starts: (E,) int64 counters. Reference implementation (any
+    device); ``dtype=torch.float64``: Box–Muller evaluated in float64 (:func:`box_muller`).
     """
     counters = -(-n // VALUES_PER_COUNTER)
     ctr = starts.unsqueeze(1) + torch.arange(counters, device=starts.device)  # (E, C)
@@ -118,8 +126,8 @@ def counter_normals(keys: torch.Tensor, starts: torch.Tensor, n: int) -> torch.T
     k1 = ((keys >> 32) & MASK32).unsqueeze(1)
     zero = torch.zeros_like(ctr)
     x0, x1, x2, x3 = philox4x32(ctr & MASK32, (ctr >> 32) & MASK32, zero, zero, k0, k1)
-    z0, z1 = box_muller(uniform_from_bits(x0), uniform_from_bits(x1))
-    z2, z3 = box_muller(uniform_from_bits(x2), uniform_from_bits(x3))
+    z0, z1 = box_muller(uniform_from_bits(x0), uniform_from_bits(x1), dtype)
+    z2, z3 = box_muller(uniform_from_bits(x2), uniform_from_bits(x3), dtype)
     return torch.stack([z0, z1, z2, z3], dim=2).reshape(len(keys), -1)[:, :n]
 
 

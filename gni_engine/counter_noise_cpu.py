@@ -421,11 +421,11 @@ def compare_with_reference() -> dict[str, float]:
     keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
     starts = torch.tensor([0, 2**32 - 7, 2**40 + 3], dtype=torch.int64)
     n = 5_001
-    out = {
-        "normals": float(
-            (counter_normals_cpu(keys, starts, n) - counter_normals(keys, starts, n)).abs().max()
-        )
-    }
+    # against the float64 twin: in a freshly forked Celery child, torch's float32 reference was seen
+    # to be off by 4e-5 at one value on its first call (about 1 start in 5; the kernel's values were
+    # right, and the same reference right on its second call)
+    twin = counter_normals(keys, starts, n, dtype=torch.float64)
+    out = {"normals": float((counter_normals_cpu(keys, starts, n).double() - twin).abs().max())}
     generator = torch.Generator().manual_seed(0)
     for dtype in (torch.float64, torch.float32):
         h = torch.randn(3, 50, 7, dtype=dtype, generator=generator)

@@ -41,11 +41,11 @@ def test_the_fused_gemm_tile_candidates_compile_and_none_spills_in_tf32_at_the_r
         "compile_check.py", tmp_path / "fused.json", "--kernels", "fused-gemm", interpret=False
     )
     assert result["kernels"] == "fused-gemm" and result["failed"] == []
-    fused = load_benchmark("compile_check.py")
+    checking = load_benchmark("compile_check.py")
     from gni_engine.fused_linear_triton import TILE_CANDIDATES
 
     # the training layers (the start-up check's small layers keep their own shapes)
-    reference = [v for v in result["variants"] if v["constexprs"]["M"] == fused.REFERENCE_POINTS]
+    reference = [v for v in result["variants"] if v["constexprs"]["M"] == checking.REFERENCE_POINTS]
     layers = defaultdict(list)  # one recorded launch: its candidates
     for variant in reference:
         constexprs = variant["constexprs"]
