@@ -413,9 +413,9 @@ def activate_cpu(
 
 def compare_with_reference() -> dict[str, float]:
     """Largest absolute differences between the compiled kernel and the torch definition: the
-    normals (counters crossing 2**32, a length not a multiple of four or of a block), the injection
-    with its gradient (both signs, both dtypes) and the fused activation pass. Rounding of log, cos
-    and sin gives < 1e-6; a wrong integer word gives O(1)."""
+    normals against its float64 twin (counters crossing 2**32, a length not a multiple of four or
+    of a block), the injection with its gradient (both signs, both dtypes) and the fused activation
+    pass. Rounding of log, cos and sin gives < 1e-6; a wrong integer word gives O(1)."""
     from gni_engine.counter_noise import counter_normals, inject_reference
 
     keys = torch.tensor([3, 2**62 + 1, 12345], dtype=torch.int64)
