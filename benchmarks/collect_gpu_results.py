@@ -18,6 +18,7 @@ SWEEP_FILES = (
     "batching_fp32",
     "batching_tf32_torch_adam",
     "batching_tf32_shared_trig",
+    "batching_tf32_libdevice_trig",
     "batching_tf32_off",
     "batching_fp32_off",
     "batching_tf32_fold",

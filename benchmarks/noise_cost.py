@@ -9,9 +9,10 @@ cosine and sine), not memory, bound them. This times, at that size (1,024 runs �
 * each folded forward kernel with its noise and with the noise switched off (the same kernel's
   traffic without the draws);
 * the output layer's backward kernel, which draws the noise again to recompute h;
-* the first and hidden layers' forward kernels with 8 warps a program instead of 4 (half the
-  registers a thread, 58 against 116 for sm_90: ``benchmarks/compile_check.py``), and whether
-  their outputs stay bit for bit the same (they should: no value depends on the thread layout);
+* the first and hidden layers' forward kernels with the other number of warps a program (the first
+  layer's with 8 instead of its 4, the hidden layers' with 4 instead of their 8: 116 registers a
+  thread with 4, 58 with 8, for sm_90, ``benchmarks/compile_check.py``), and whether their outputs
+  stay bit for bit the same (they should: no value depends on the thread layout);
 
 and measures both trig variants' accuracy on the card (all 2²⁴ angles a draw can take). Run it once
 per variant and compare the two JSON files:
@@ -65,8 +66,14 @@ def kernel_timings(t: dict[str, torch.Tensor], device: str) -> dict[str, float]:
         out.update(
             warps_timings(
                 {
-                    "first_forward": lambda: first.apply(t["x"], t["w_first"], t["bias"], *settings(True)),
-                    "hidden_forward": lambda: hidden.apply(t["z"], t["bias"], *settings(True)),
+                    "first_forward": (
+                        "NUM_WARPS",
+                        lambda: first.apply(t["x"], t["w_first"], t["bias"], *settings(True)),
+                    ),
+                    "hidden_forward": (
+                        "HIDDEN_FORWARD_NUM_WARPS",
+                        lambda: hidden.apply(t["z"], t["bias"], *settings(True)),
+                    ),
                 },
                 device,
             )
@@ -79,19 +86,21 @@ def kernel_timings(t: dict[str, torch.Tensor], device: str) -> dict[str, float]:
     return out
 
 
-def warps_timings(calls: dict[str, Callable[[], torch.Tensor]], device: str) -> dict[str, float]:
-    """Noisy forward kernels of :mod:`gni_engine.counter_activation_triton` with 8 warps a program,
-    and whether their outputs equal the default's bit for bit."""
-    default = activation.NUM_WARPS
+def warps_timings(calls: dict[str, tuple[str, Callable[[], torch.Tensor]]], device: str) -> dict[str, float]:
+    """Noisy forward kernels of :mod:`gni_engine.counter_activation_triton` with the other number of
+    warps a program (4 ↔ 8; each call names the module constant its launch reads), and whether their
+    outputs equal the default's bit for bit. Keys: ``{name}_{warps}_warps_ms``."""
     out: dict[str, float] = {}
-    for name, call in calls.items():
+    for name, (constant, call) in calls.items():
         reference = call()
-        activation.NUM_WARPS = 8
+        default = getattr(activation, constant)
+        other = 8 if default == 4 else 4
+        setattr(activation, constant, other)
         try:
-            out[f"{name}_8_warps_ms"] = median_ms(call, device)
-            out[f"{name}_8_warps_identical"] = float(torch.equal(call(), reference))
+            out[f"{name}_{other}_warps_ms"] = median_ms(call, device)
+            out[f"{name}_{other}_warps_identical"] = float(torch.equal(call(), reference))
         finally:
-            activation.NUM_WARPS = default
+            setattr(activation, constant, default)
     return out
 
 

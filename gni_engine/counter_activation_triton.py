@@ -25,10 +25,19 @@ import triton.language as tl
 from gni_engine.counter_noise import FUSED_ACTIVATIONS
 from gni_engine.counter_noise_triton import BLOCK, _grid, _normals
 
-# Triton's default. A program's 512 counters then take 116 registers a thread for sm_90 (16 warps an
-# SM); 8 warps need 58 (benchmarks/compile_check.py). benchmarks/noise_cost.py times both on a card;
-# the values are the same either way (each is a function of its counter alone).
-NUM_WARPS = 4
+# Warps a program (512 counters). With 4, Triton's default, the noisy kernels take 116 registers a
+# thread for sm_90 (16 warps an SM); with 8, 58 (benchmarks/compile_check.py). The values are the
+# same either way (each is a function of its counter alone). Timed on an H100 (2026-11-28,
+# benchmarks/noise_cost.py at the reference sweep's size): a hidden layer's noisy forward kernel
+# took 0.959 ms with 4 and 0.856 with 8 (libdevice trig; shared: 1.033 and 0.898), the first layer's
+# (one input) 1.025 and 1.050 (shared: 0.885 and 0.955). Backward launches were not timed with 8.
+NUM_WARPS = 4  # backward launches, and the forward of a one-input first layer
+HIDDEN_FORWARD_NUM_WARPS = 8  # the forward of a layer whose pre-activation z is read
+
+
+def launch_warps(backward: bool, from_input: bool) -> int:
+    """Warps a program for one launch of the kernel (see the constants above)."""
+    return NUM_WARPS if backward or from_input else HIDDEN_FORWARD_NUM_WARPS
 
 
 @triton.jit
@@ -208,7 +217,7 @@ def _launch_activate(
         BACKWARD=backward,
         FROM_INPUT=weight is not None,
         BLOCK=BLOCK,
-        num_warps=NUM_WARPS,
+        num_warps=launch_warps(backward, weight is not None),
     )
 
 

@@ -6,25 +6,25 @@
 # caps the whole script: each step gets at most what is left, so a slow step cannot eat the next
 # one's results. Order: the issue's figures first — the reference sweep in TF32 (1,024 runs) and
 # fp32 (256 runs, gni and explicit) with the default kernels (cuBLAS products, the folded activation
-# kernels) — then the eager anchors, the GPU checks (kernels against their definitions, batches
-# against runs alone, graph-replayed steps against eager ones, divergence, profiles). Caps from an
-# H200 on 2026-11-27 (a cold Triton cache: each sweep's warm-up compiles its kernels): TF32 sweep
-# ~60 s, fp32 ~85 s, anchors 45 + 75 s. The checks time the Triton Adam kernel (the default on CUDA
-# since 2026-11-27, not yet measured on a card) against PyTorch's fused Adam. What budget is left
-# goes to the TF32 sweep with PyTorch's fused Adam, the same sweeps with cuBLAS and the fused
-# activation kernel (fused_gemm=off, the previous default), the compiled anchors and single-run
-# step times. FUSED_GEMM=1 adds the fused GEMM's checks and profiles (its autotuning compiled for 3
+# kernels, the Triton Adam kernel, the shared trig) — then the eager anchors, the GPU checks (kernels
+# against their definitions, batches against runs alone, graph-replayed steps against eager ones,
+# divergence, profiles). Caps from an H100 on 2026-11-28 (a cold Triton cache: each sweep's warm-up
+# compiles its kernels): TF32 sweep 71 s, fp32 91 s, anchors 45 + 92 s. What budget is left goes to
+# the TF32 sweep with PyTorch's fused Adam, the same sweeps with cuBLAS and the fused activation
+# kernel (fused_gemm=off, the previous default), the compiled anchors and single-run step times.
+# FUSED_GEMM=1 adds the fused GEMM's checks, profiles and sweeps (its autotuning compiled for 3
 # minutes on an H200, where it ran at half the default's speed with tile candidates that spilled
-# registers; the non-spilling candidates that replaced them have not been timed).
+# registers; with the non-spilling candidates that replaced them, its TF32 sweep had not finished
+# within 150 s on an H100 on 2026-11-28, so it now gets 300 s).
 set -uo pipefail
 DEFAULT_BUDGET_S=460
 source "$(dirname "$0")/gpu_common.sh"  # $out, $py, $budget, run()
 sweep=(benchmarks/batching.py --seq-runs 1)
 anchor=(.bench/anchor_bench.py --seq-runs 1)
-run 90 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
+run 95 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --json "$out/batching_tf32.json"
 run 110 "${sweep[@]}" --runs 256 --modes gni,explicit --precision fp32 --json "$out/batching_fp32.json"
 if [ -f .bench/anchor_bench.py ]; then  # the plain-PyTorch anchors, same card, same call
-  { run 55 "${anchor[@]}" --batch-sizes 256 && run 90 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
+  { run 60 "${anchor[@]}" --batch-sizes 256 && run 110 "${anchor[@]}" --tf32 --batch-sizes 1024; } > "$out/anchor.txt" 2>&1
   grep -A3 SUMMARY "$out/anchor.txt"
 fi
 checks=(benchmarks/gpu_checks.py --json "$out/gpu_checks.json" --profile-runs 256)
@@ -41,7 +41,7 @@ if [ -f .bench/anchor_bench.py ]; then
 fi
 run 30 benchmarks/step_times.py --repeats 30 --json "$out/step_times.json"
 if [ "${FUSED_GEMM:-0}" = 1 ]; then
-  run 150 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm on --json "$out/batching_tf32_fused_gemm.json"
+  run 300 "${sweep[@]}" --runs 1024 --modes gni --precision tf32 --fused-gemm on --json "$out/batching_tf32_fused_gemm.json"
   run 90 "${sweep[@]}" --runs 256 --modes gni --precision fp32 --fused-gemm tf32x3 --json "$out/batching_fp32_fused_gemm.json"
 fi
 "$py" benchmarks/collect_gpu_results.py "$out"  # one JSON of everything, ratios within this call

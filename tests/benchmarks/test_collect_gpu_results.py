@@ -105,9 +105,9 @@ def test_the_sweep_with_pytorchs_adam_is_summarised_after_the_default_and_says_s
     assert [r["adam_kernel"] for r in rows] == ["auto", "torch", "torch"]
 
 
-def test_the_kernel_bench_files_are_gathered_and_the_shared_trig_sweep_summarised(tmp_path: Path) -> None:
+def test_the_kernel_bench_files_are_gathered_and_the_libdevice_trig_sweep_summarised(tmp_path: Path) -> None:
     """``scripts/gpu_kernel_bench.sh``'s files: the noise-cost timings of both trig variants, and a
-    TF32 sweep drawn with the shared reduction, summarised after the default's."""
+    TF32 sweep drawn with libdevice's trig, summarised after the default's (the shared reduction)."""
     collect = _collector()
     for trig, label in (
         ("libdevice", "philox-counter/triton"),
@@ -117,8 +117,11 @@ def test_the_kernel_bench_files_are_gathered_and_the_shared_trig_sweep_summarise
             json.dumps({"noise_stream": label, "ms": {"normals_ms": 0.5}})
         )
     for name, kernels in (
-        ("batching_tf32", "philox-counter/triton, hidden layers gemm+folded-activation, triton-adam"),
-        ("batching_tf32_shared_trig", "philox-counter/triton+shared-trig, hidden layers …, triton-adam"),
+        ("batching_tf32_libdevice_trig", "philox-counter/triton, hidden layers …, triton-adam"),
+        (
+            "batching_tf32",
+            "philox-counter/triton+shared-trig, hidden layers gemm+folded-activation, triton-adam",
+        ),
     ):
         sweep = {
             "args": {"precision": "tf32", "runs": 1024, "adam_kernel": "auto"},
@@ -126,8 +129,24 @@ def test_the_kernel_bench_files_are_gathered_and_the_shared_trig_sweep_summarise
         }
         (tmp_path / f"{name}.json").write_text(json.dumps(sweep))
     result = collect.collect(tmp_path)
-    assert result["noise_cost_shared"]["noise_stream"] == "philox-counter/triton+shared-trig"
+    assert result["noise_cost_libdevice"]["noise_stream"] == "philox-counter/triton"
     assert [row["kernels"][0].split(",")[0] for row in result["summary"]] == [
-        "philox-counter/triton",
         "philox-counter/triton+shared-trig",
+        "philox-counter/triton",
     ]
+
+
+def test_every_json_the_gpu_scripts_write_is_one_the_collector_gathers() -> None:
+    """A benchmark file a script writes under a name the collector does not know would be measured
+    on a card and then left out of gpu_bench.json (and so out of what comes back from the card)."""
+    import re
+
+    collect = _collector()
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    written = {
+        name
+        for script in scripts.glob("gpu_*.sh")
+        for name in re.findall(r'"\$out/(\w+)\.json"', script.read_text())
+    }
+    assert {"batching_tf32", "batching_tf32_libdevice_trig", "gpu_checks"} <= written
+    assert written <= set(collect.ENGINE_FILES), written - set(collect.ENGINE_FILES)

@@ -160,25 +160,27 @@ def test_the_kernels_match_their_references_under_the_interpreter() -> None:
 
 
 TRIG = """
+import os
 from gni_engine.counter_noise_triton import STREAM_LABEL, trig_errors
 
 errors = trig_errors("cpu")
 # numpy's float32 cos/sin for libdevice's; the shared reduction's fma rounds twice under numpy
 assert errors["trig_libdevice"] < 1e-7 and errors["trig_shared"] < 2e-7, errors
-assert STREAM_LABEL == "philox-counter/triton+shared-trig", STREAM_LABEL
+labels = {"shared": "philox-counter/triton+shared-trig", "libdevice": "philox-counter/triton"}
+assert STREAM_LABEL == labels[os.environ["GNI_NOISE_TRIG"]], STREAM_LABEL
 print("ok")
 """
 
 
 @needs_triton
-def test_the_shared_angle_reduction_gives_cosines_and_sines_to_float32_rounding_under_the_interpreter() -> (
-    None
-):
-    """``GNI_NOISE_TRIG=shared``: over all 2²⁴ angles a draw can take, cos and sin within 2e-7 of
-    float64's; the kernels with it still equal the definition (the normals, injection, the fused
-    activation kernel, to the same 2e-6) and results say which trig they drew with."""
+def test_both_trig_variants_give_cosines_and_sines_to_float32_rounding_under_the_interpreter() -> None:
+    """Over all 2²⁴ angles a draw can take, the shared reduction's (the default) cos and sin within
+    2e-7 of float64's, libdevice's within 1e-7; results say which trig they drew with; and the
+    kernels with libdevice's (``GNI_NOISE_TRIG=libdevice``; the default's are checked above) still
+    equal the definition (the normals, injection, the fused activation kernel, to the same 2e-6)."""
     _interpreted(TRIG, GNI_NOISE_TRIG="shared")
-    _interpreted(CHECK, GNI_NOISE_TRIG="shared")
+    _interpreted(TRIG, GNI_NOISE_TRIG="libdevice")
+    _interpreted(CHECK, GNI_NOISE_TRIG="libdevice")
 
 
 @needs_triton
