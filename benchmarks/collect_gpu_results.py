@@ -27,7 +27,7 @@ SWEEP_FILES = (
     "batching_fp32_fused_gemm",
 )
 NOISE_FILES = ("noise_cost_libdevice", "noise_cost_shared")
-ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times", "fold_tiles", *NOISE_FILES)
+ENGINE_FILES = ("gpu_checks", *SWEEP_FILES, "step_times", "fold_tiles", "gemm_tiles", *NOISE_FILES)
 ANCHOR_FILES = ("anchor", "anchor_compiled")
 
 
@@ -101,6 +101,17 @@ def collect(folder: Path) -> dict[str, Any]:
     return out
 
 
+def gemm_tiles_line(tiles: dict[str, Any]) -> str:
+    """One hidden layer, forward and backward ms: the default against the fused GEMM's best tiles."""
+    default, ours = tiles["default"], tiles["fused_gemm_best"]
+    best = ", ".join(f"{kernel.strip('_')} {row['best']}" for kernel, row in tiles["fused_gemm"].items())
+    return (
+        f"one hidden layer ({tiles['precision']}), ms: default forward {default['forward_ms']:.3f} backward "
+        f"{default['backward_ms']:.3f}; fused GEMM forward {ours['forward_ms']:.3f} backward "
+        f"{ours['backward_ms']:.3f} ({best}; compiled in {tiles['compilation']['seconds']:.0f} s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -122,6 +133,8 @@ def main() -> None:
         if name in result:
             ms = result[name]["ms"]
             print(f"{result[name]['noise_stream']}: " + ", ".join(f"{k} {v:.3f}" for k, v in ms.items()))
+    if "gemm_tiles" in result:
+        print(gemm_tiles_line(result["gemm_tiles"]))
     adam = result.get("gpu_checks", {}).get("adam_kernel")
     if adam:
         print(f"Adam update of {adam['runs']} runs, ms: {json.dumps(adam['ms'])}")

@@ -150,3 +150,20 @@ def test_every_json_the_gpu_scripts_write_is_one_the_collector_gathers() -> None
     }
     assert {"batching_tf32", "batching_tf32_libdevice_trig", "gpu_checks"} <= written
     assert written <= set(collect.ENGINE_FILES), written - set(collect.ENGINE_FILES)
+
+
+def test_the_fused_gemm_tiles_are_gathered_and_summarised_beside_the_default(tmp_path: Path) -> None:
+    collect = _collector()
+    tiles = {
+        "precision": "tf32",
+        "compilation": {"seconds": 21.0, "parallel": True},
+        "default": {"forward_ms": 1.6, "backward_ms": 2.9},
+        "fused_gemm_best": {"forward_ms": 1.2, "backward_ms": 2.1},
+        "fused_gemm": {"_forward_kernel": {"best": "64x64x32/w4/s3"}, "_grad_weight_kernel": {"best": "a"}},
+    }
+    (tmp_path / "gemm_tiles.json").write_text(json.dumps(tiles))
+    result = collect.collect(tmp_path)
+    assert result["gemm_tiles"]["fused_gemm_best"]["forward_ms"] == 1.2
+    line = collect.gemm_tiles_line(result["gemm_tiles"])
+    assert "default forward 1.600 backward 2.900; fused GEMM forward 1.200 backward 2.100" in line
+    assert "forward_kernel 64x64x32/w4/s3, grad_weight_kernel a; compiled in 21 s" in line
