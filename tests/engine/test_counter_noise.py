@@ -229,6 +229,10 @@ def test_a_checkpoint_resumes_only_where_its_noise_streams_can_continue() -> Non
     older = {k: v for k, v in checkpoint.items() if k != "noise"}  # written before the field existed
     assert resumable([older], specs, ("cpu", "torch-generator"))
     assert not resumable([older], specs, ("cuda", "philox-counter/triton"))
+    # a GPU checkpoint drawn with libdevice's trig does not continue under the shared reduction's
+    gpu = {**checkpoint, "noise": ["cuda", "philox-counter/triton"]}
+    assert resumable([gpu], specs, ("cuda", "philox-counter/triton"))
+    assert not resumable([gpu], specs, ("cuda", "philox-counter/triton+shared-trig"))
 
 
 def test_the_resume_step_is_the_latest_one_usable_by_every_run() -> None:
