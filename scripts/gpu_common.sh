@@ -1,6 +1,8 @@
 # Sourced by the GPU benchmark scripts (gpu_bench.sh, gpu_kernel_bench.sh) after they set
 # DEFAULT_BUDGET_S: the output folder ($out), the interpreter ($py), the budget ($budget, from
 # BUDGET_S), the card and software versions in $out/gpu.txt, and run(), which caps each step.
+# The scripts write up to a dozen files; where only a few can come back from a lent machine, point
+# OUT at a scratch folder and bring back gpu_bench.json (which gathers them all), gpu.txt and a tarball.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${OUT:-bench-out}"
 mkdir -p "$out"
