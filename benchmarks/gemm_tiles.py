@@ -15,9 +15,11 @@ of that size (ReLU, bias, additive noise σ = 0.1; median of 10 after compiling)
   :data:`~gni_engine.fused_linear_triton.TILE_CANDIDATES` and of :data:`MORE_TILES`, launched
   directly (no autotuner), each checked against the kernel's first tile (another summation order:
   rounding-level differences) and the fastest against the default's results;
+* each kernel's fastest tile once more without its epilogue's noise (forward) or its prologue's
+  ReLU mask (dh, dW): what the product alone costs, and so what the fused work adds;
 
-all candidates compiled first, in parallel (Triton's ``AsyncCompileMode`` over a thread pool), so
-that the compilations cost one kernel's time rather than twenty. It prints the layer's forward and
+all compiled first, in parallel (Triton's ``AsyncCompileMode`` over a thread pool), so that the
+compilations cost a few kernels' time rather than thirty. It prints the layer's forward and
 backward milliseconds both ways: where the fused GEMM's best tiles beat the default, the sweep with
 ``fused_gemm="on"`` is worth its time on a card, and its ``TILE_CANDIDATES`` should list them.
 
@@ -66,6 +68,10 @@ def tiles(kernel: str) -> list[dict[str, int]]:
     return rows
 
 
+def tiles_by_name(kernel: str) -> dict[str, dict[str, int]]:
+    return {tile_name(tile): tile for tile in tiles(kernel)}
+
+
 def tile_name(tile: dict[str, int]) -> str:
     return f"{tile['BM']}x{tile['BN']}x{tile['BK']}/w{tile['num_warps']}/s{tile['num_stages']}"
 
@@ -105,8 +111,9 @@ class Layer:
         return torch.bmm(g_z, self.w.transpose(1, 2)), torch.bmm(self.h.transpose(1, 2), g_z), db
 
     # ------------------------------------------------------------------------------- the fused GEMM
-    def launch(self, kernel: str, tile: dict[str, int], warmup: bool = False) -> None:
-        """One launch of ``kernel`` with ``tile`` (``warmup``: compile only)."""
+    def launch(self, kernel: str, tile: dict[str, int], warmup: bool = False, bare: bool = False) -> None:
+        """One launch of ``kernel`` with ``tile`` (``warmup``: compile only; ``bare``: the product
+        alone, without the forward's noise or the backward's ReLU mask, for what they cost)."""
         meta = {"BM": tile["BM"], "BN": tile["BN"], "BK": tile["BK"]}
         options = {} if fused.INTERPRETED else {k: tile[k] for k in ("num_warps", "num_stages")}
         dims = {"M": self.m, "N": self.n, "K": self.k}
@@ -133,6 +140,8 @@ class Layer:
             grid = (triton.cdiv(self.k, meta["BK"]) * triton.cdiv(self.n, meta["BN"]), self.e)
             args = (self.h, self.t["g"], self.keep, self.dw, self.db, mul, keys, starts)
             flags = {"HAS_BIAS": True, "RELU": True, "MULT_NOISE": False}
+        if bare:
+            flags.update({"NOISE": False} if kernel == "_forward_kernel" else {"RELU": False})
         fn = getattr(fused, kernel)
         everything = {**dims, **flags, "PRECISION": self.dot, **meta, **options}
         if warmup:
@@ -149,8 +158,8 @@ class Layer:
 
 
 def precompile(layer: Layer, device: str) -> dict[str, Any]:
-    """Compile every tile of every kernel before timing, in parallel where Triton allows it (a tile
-    that fails to compile is left to fail again, by name, when it is timed)."""
+    """Compile every tile of every kernel, with and without its noise or mask, before timing, in
+    parallel where Triton allows it (a tile that fails to compile fails again, by name, when timed)."""
     if device != "cuda":
         return {"seconds": 0.0, "parallel": False}
     start = time.perf_counter()
@@ -160,6 +169,7 @@ def precompile(layer: Layer, device: str) -> dict[str, Any]:
             for kernel in KERNELS:
                 for tile in tiles(kernel):
                     layer.launch(kernel, tile, warmup=True)
+                    layer.launch(kernel, tile, warmup=True, bare=True)
         return {"seconds": time.perf_counter() - start, "parallel": True}
     except Exception as err:  # the timings still run, compiling each tile on its first call
         print(
@@ -210,11 +220,16 @@ def timings(layer: Layer, device: str) -> dict[str, Any]:
         best = min(timed, key=lambda name: timed[name]["ms"]) if timed else None
         kernels[kernel] = {"tiles": rows, "best": best}
         if best is not None:
-            layer.launch(kernel, next(t for t in tiles(kernel) if tile_name(t) == best))
+            layer.launch(kernel, tiles_by_name(kernel)[best])
             ours = layer.result(kernel)[: len(default_results[kernel])]
             if kernel == "_forward_kernel":
                 ours = ours[:1]
             kernels[kernel]["best_vs_default"] = relative_difference(ours, default_results[kernel])
+            bare_ms = ms(
+                lambda kernel=kernel, best=best: layer.launch(kernel, tiles_by_name(kernel)[best], bare=True)
+            )
+            kernels[kernel]["best_bare_ms"] = bare_ms  # without the noise (forward) or the mask (backward)
+            print(f"{kernel} {best} without its noise or mask: {bare_ms:.3f} ms")
     best_ms = {k: v["tiles"][v["best"]]["ms"] if v["best"] else float("nan") for k, v in kernels.items()}
     fused_layer = {
         "forward_ms": best_ms["_forward_kernel"],

@@ -21,6 +21,7 @@ def test_every_fused_gemm_tile_agrees_with_the_first_and_the_best_with_the_defau
             assert row["vs_first_tile"] < 1e-6, (kernel, name, row)
         assert result["fused_gemm"][kernel]["best"] in rows
         assert result["fused_gemm"][kernel]["best_vs_default"] < 1e-6, (kernel, result["fused_gemm"][kernel])
+        assert result["fused_gemm"][kernel]["best_bare_ms"] > 0
     assert result["fused_gemm_best"]["backward_ms"] > 0
 
 
@@ -55,7 +56,7 @@ result = gemm_tiles.precompile(layer, "cuda")
 assert result["parallel"], result
 for kernel in gemm_tiles.KERNELS:
     compiled = list(getattr(fused, kernel).device_caches[0][0].values())  # finalised on leaving
-    assert len(compiled) == len(gemm_tiles.tiles(kernel)), (kernel, len(compiled))
+    assert len(compiled) == 2 * len(gemm_tiles.tiles(kernel)), (kernel, len(compiled))  # and bare
     assert all(k.metadata.target.arch == 90 for k in compiled), kernel
 print("ok")
 """
