@@ -30,7 +30,6 @@ backward milliseconds both ways: where the fused GEMM's best tiles beat the defa
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections.abc import Callable
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 import triton
 from fold_tiles import layer_tensors, relative_difference  # this folder's
-from timing import median_ms
+from timing import machine, median_ms, write_result
 
 from gni_engine import folded_activation_triton as folded
 from gni_engine import fused_linear_triton as fused
@@ -256,8 +255,7 @@ def main() -> None:
     start = time.perf_counter()
     layer = Layer(runs, points, width, args.precision, device)
     result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__,
+        **machine(device),
         "triton": triton.__version__,
         "precision": args.precision,
         "size": {"runs": runs, "points": points, "width": width},
@@ -270,10 +268,7 @@ def main() -> None:
         print(
             f"{label}: forward {row['forward_ms']:.3f} ms, backward {row['backward_ms']:.3f} ms", flush=True
         )
-    result["seconds"] = time.perf_counter() - start
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"done in {result['seconds']:.0f} s")
+    write_result(args.json, result, start)
 
 
 if __name__ == "__main__":

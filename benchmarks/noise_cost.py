@@ -24,14 +24,13 @@ per variant and compare the two JSON files:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from fold_tiles import backward_calls, layer_tensors  # this folder's
-from timing import median_ms
+from timing import machine, median_ms, write_result
 
 from gni_engine import counter_activation_triton as activation
 from gni_engine import folded_activation_triton as folded
@@ -114,8 +113,7 @@ def main() -> None:
     runs = 3 if args.smoke else args.runs
     start = time.perf_counter()
     result: dict[str, Any] = {
-        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-        "torch": torch.__version__,
+        **machine(device),
         "noise_stream": STREAM_LABEL,
         "size": {"runs": runs, "points": points, "width": width},
     }
@@ -124,10 +122,7 @@ def main() -> None:
     t = layer_tensors(runs, points, width, device)
     result["ms"] = kernel_timings(t, device)
     print({k: round(v, 3) for k, v in result["ms"].items()}, flush=True)
-    result["seconds"] = time.perf_counter() - start
-    with open(args.json, "w") as f:
-        json.dump(result, f, indent=2)
-    print(f"done in {result['seconds']:.0f} s")
+    write_result(args.json, result, start)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -28,3 +30,16 @@ def median_ms(work: Callable[[], object], device: str, repeats: int = 10, warmup
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end))
     return sorted(times)[len(times) // 2]
+
+
+def machine(device: str) -> dict[str, str]:
+    """The card (or ``cpu``) and torch version a benchmark's JSON starts with."""
+    return {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "torch": torch.__version__}
+
+
+def write_result(path: str, result: dict[str, Any], started_s: float) -> None:
+    """Add the seconds since ``started_s`` (``time.perf_counter()``), write ``result`` as JSON, say so."""
+    result["seconds"] = time.perf_counter() - started_s
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"done in {result['seconds']:.0f} s")
