@@ -4,9 +4,10 @@ The fused GEMM (``fused_gemm="on"``, :mod:`gni_engine.fused_linear_triton`) move
 default for a hidden layer: its forward writes h' and a one-byte ReLU mask instead of cuBLAS writing
 z and the folded kernel reading z and writing h', and its backward builds g_z inside both GEMMs
 instead of a kernel writing it between them — at the reference sweep's size (1,024 runs × 1,024
-points × 256) about 4.5 instead of 11 GiB a layer and step. Yet its sweep ran at half the default's
+points × 256) about 6.75 instead of 11 GiB a layer and step. Yet its sweep ran at half the default's
 speed on an H200 (2026-11-27, with tiles that spilled registers) and gave no figure within 150 s on
-an H100 (2026-11-28: autotuning compiles each candidate in turn). This times, for one hidden layer
+an H100 (2026-11-28; compiling its kernels takes seconds, so more likely its training was slow).
+This times, for one hidden layer
 of that size (ReLU, bias, additive noise σ = 0.1; median of 10 after compiling):
 
 * the default's forward (cuBLAS ``bmm`` for z, then the folded kernel) and backward (the folded
@@ -45,9 +46,9 @@ from gni_engine import folded_activation_triton as folded
 from gni_engine import fused_linear_triton as fused
 
 KERNELS = ("_forward_kernel", "_grad_input_kernel", "_grad_weight_kernel")
-# more tiles to try beside the candidates (BM, BN, BK, warps, stages): deeper pipelines and the
-# shapes cuBLAS-like kernels use for K = 256; each compiled for sm_90 by benchmarks/compile_check.py's
-# rules would be the next step for any that wins
+# more tiles to try beside the candidates (BM, BN, BK, warps, stages): deeper pipelines and other
+# shapes for K = 256; none spills when compiled for sm_90 (docs/performance.md). One that wins here
+# belongs in TILE_CANDIDATES.
 MORE_TILES: dict[str, list[tuple[int, int, int, int, int]]] = {
     "_forward_kernel": [(128, 64, 32, 4, 4), (64, 64, 64, 4, 3), (128, 32, 32, 4, 4)],
     "_grad_input_kernel": [(64, 32, 64, 4, 4), (128, 64, 64, 8, 3)],
@@ -86,7 +87,6 @@ class Layer:
         self.h = torch.relu(t["z"])  # the previous layer's output
         self.w = torch.randn(runs, width, width, device=device, generator=gen) / width**0.5
         self.e, self.m, self.k, self.n = runs, points, width, width
-        self.precision = precision
         self.dot = fused.DOT_PRECISION[precision]
         self.noise = (t["additive"], t["multiplicative"], t["keys"], t["starts"], 0, 1.0)
         self.out = torch.empty(runs, points, width, device=device)
@@ -192,17 +192,18 @@ def timings(layer: Layer, device: str) -> dict[str, Any]:
             "backward_ms": ms(lambda: layer.default_backward(z)),
             "bmm_ms": ms(lambda: torch.bmm(layer.h, layer.w)),
         }
+        backward = layer.default_backward(z)
         default_results = {
             "_forward_kernel": (layer.default_forward(),),
-            "_grad_input_kernel": layer.default_backward(z)[:1],
-            "_grad_weight_kernel": layer.default_backward(z)[1:],
+            "_grad_input_kernel": backward[:1],
+            "_grad_weight_kernel": backward[1:],
         }
     print(f"default: { ({k: round(v, 3) for k, v in default.items()}) }", flush=True)
     kernels: dict[str, Any] = {}
     for kernel in KERNELS:
         rows: dict[str, Any] = {}
         reference: tuple[torch.Tensor, ...] | None = None
-        first_keep = layer.keep
+        first_keep: torch.Tensor | None = None
         for tile in tiles(kernel):
             name = tile_name(tile)
             try:
@@ -213,9 +214,10 @@ def timings(layer: Layer, device: str) -> dict[str, Any]:
                 continue
             result = layer.result(kernel)
             if reference is None:
-                reference, first_keep = result, layer.keep.clone()
+                reference = result
+                first_keep = layer.keep.clone() if kernel == "_forward_kernel" else None
             rows[name] = {"ms": took, "vs_first_tile": relative_difference(result, reference)}
-            if kernel == "_forward_kernel":  # the share of mask bytes another tile set differently
+            if first_keep is not None:  # forward: the share of mask bytes another tile set differently
                 rows[name]["mask_flips"] = float((layer.keep != first_keep).float().mean())
             print(
                 f"{kernel} {name}: {took:.3f} ms (vs first tile {rows[name]['vs_first_tile']:.1e})",
