@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import re
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +29,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -45,9 +47,27 @@ _FIELD_PREFIX = re.compile(r"^([a-z_]+(?:\.[a-z_]+)*): ")
 
 
 class Frozen(BaseModel):
-    """Base of every spec model: immutable, unknown fields rejected."""
+    """Base of every spec model: immutable, unknown fields rejected, no boolean taken for a number."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        # Lax pydantic reads true as 1 (sigma 1.0, width 1, 1 step): refuse it where a number is due.
+        items = value if isinstance(value, list | tuple) else (value,)
+        if info.field_name is not None and any(isinstance(item, bool) for item in items):
+            annotation = cls.model_fields[info.field_name].annotation
+            if _mentions(annotation, (int, float)) and not _mentions(annotation, (bool,)):
+                raise ValueError("true/false is not a number")
+        return value
+
+
+def _mentions(annotation: Any, types: tuple[type, ...]) -> bool:
+    """Whether a field's type names one of ``types`` anywhere in it (``float | tuple[float, ...]``)."""
+    if annotation in types:
+        return True
+    return any(_mentions(arg, types) for arg in typing.get_args(annotation))
 
 
 # ----------------------------------------------------------------------------------------- data

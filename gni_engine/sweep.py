@@ -42,6 +42,13 @@ class SweepSpec(Frozen):
             if not values:
                 raise ValueError(f"axis '{path}' has no values")
             _check_path(path)
+        for path in axes:
+            inner = next((other for other in axes if other.startswith(path + ".")), None)
+            if inner is not None:
+                raise ValueError(
+                    f"axes '{path}' and '{inner}' overlap: each run's '{path}' would replace the "
+                    f"'{inner}' value it is labelled with; sweep one of them"
+                )
         size = 1
         for values in axes.values():
             size *= len(values)
@@ -105,7 +112,7 @@ def expand_sweep(sweep: SweepSpec) -> list[tuple[Coordinates, RunSpec]]:
         for p, value in coords.items():
             set_path(data, p, value)
         try:
-            runs.append((coords, RunSpec.model_validate(data)))
+            spec = RunSpec.model_validate(data)
         except ValidationError as error:
             where = ", ".join(f"{p}={json.dumps(v)}" for p, v in coords.items())
             details = format_validation_error(error)
@@ -113,6 +120,10 @@ def expand_sweep(sweep: SweepSpec) -> list[tuple[Coordinates, RunSpec]]:
             raise SpecError(
                 f"invalid sweep: the run at {where} is invalid: {lines}", details=details
             ) from None
+        # The coordinates a run is filtered, sorted and grouped by are the values it trains with
+        # ("1e-3" from YAML is the number 0.001), not the raw axis values.
+        dumped = spec.model_dump(mode="json")
+        runs.append(({p: get_path(dumped, p) for p in coords}, spec))
     return runs
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Select, and_, case, func, insert, or_, select, update
@@ -25,6 +25,7 @@ from gni_service.pagination import Page, decode_cursor, encode_cursor
 from gni_service.reuse import copy_reused_results, find_reusable
 
 PREVIEW_RUNS = 100
+NOTHING_TO_DRAW = "no run succeeded: there is nothing to draw"  # figures_error of such an experiment
 
 
 @dataclass(frozen=True)
@@ -231,7 +232,10 @@ def list_experiments(
         try:
             created_at = datetime.fromisoformat(str(position["created_at"]))
             last_id = str(position["id"])
-        except (KeyError, ValueError):
+            if created_at.tzinfo is None:  # the store refuses naive datetimes (a 500)
+                raise ValueError("naive datetime")
+            created_at = created_at.astimezone(UTC)  # OverflowError out of range
+        except (KeyError, ValueError, OverflowError):
             raise SpecError("invalid cursor", details=[{"loc": "cursor", "msg": "invalid cursor"}]) from None
         statement = statement.where(
             or_(
@@ -272,6 +276,14 @@ def refresh_experiment(session: Session, experiment_id: str) -> Experiment:
     experiment.status = derive_status(counts, cancel_requested=experiment.cancel_requested)
     experiment.started_at = min(started) if started else None
     experiment.finished_at = max(finished) if experiment.status in FINISHED_STATUSES and finished else None
+    if (
+        experiment.status in FINISHED_STATUSES
+        and experiment.n_succeeded == 0
+        and experiment.figures_state == FiguresState.pending.value
+    ):
+        # Figures compare succeeded runs; without one nobody will ever claim them ("pending" forever).
+        experiment.figures_state = FiguresState.failed.value
+        experiment.figures_error = NOTHING_TO_DRAW
     experiment.updated_at = utcnow()
     return experiment
 

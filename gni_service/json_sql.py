@@ -17,6 +17,7 @@ from sqlalchemy import (
     Float,
     String,
     Text,
+    and_,
     case,
     cast,
     func,
@@ -96,6 +97,29 @@ def json_equals(path: FieldPath, value: Any, dialect: str) -> ColumnElement[bool
         return func.json_type(_COLUMNS[path.column], _sqlite_path(path.keys)) == "null"
     document = json.dumps(value, separators=(",", ":"))
     if dialect == "postgresql":
-        return _pg_value(path) == cast(literal(document, Text), JSONB)
-    column = _COLUMNS[path.column]
-    return func.json(func.json_extract(column, _sqlite_path(path.keys))) == func.json(literal(document, Text))
+        return _pg_value(path) == cast(literal(document, Text), JSONB)  # jsonb compares 2 and 2.0 equal
+    where = "$" + "".join(f'."{k}"' for k in path.keys)
+    return _sqlite_equals(_COLUMNS[path.column], where, value)
+
+
+def _sqlite_equals(column: Any, where: str, value: Any) -> ColumnElement[bool]:
+    """JSON equality on SQLite with numbers compared as numbers, lists element by element.
+
+    Comparing ``json()`` texts would not do: ``[2,5]`` and a stored ``[2.0,5.0]`` differ as text.
+    """
+    at = literal(where, String)
+    kind = func.json_type(column, at)
+    if isinstance(value, list):
+        elements = [_sqlite_equals(column, f"{where}[{i}]", v) for i, v in enumerate(value)]
+        return and_(kind == "array", func.json_array_length(column, at) == len(value), *elements)
+    if isinstance(value, bool):
+        return kind == ("true" if value else "false")
+    if isinstance(value, int | float):
+        number = type_coerce(func.json_extract(column, at), Float)
+        return and_(kind.in_(("integer", "real")), number == float(value))
+    if isinstance(value, str):
+        return and_(kind == "text", func.json_extract(column, at) == value)
+    if value is None:
+        return kind == "null"
+    document = json.dumps(value, separators=(",", ":"))  # an object: as JSON text
+    return func.json(func.json_extract(column, at)) == func.json(literal(document, Text))

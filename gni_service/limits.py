@@ -106,7 +106,8 @@ def check_sweep(sweep: SweepSpec, settings: ServiceSettings) -> None:
             f"the sweep expands to {size} runs; this service accepts at most {settings.max_sweep_runs} "
             "per experiment (limit max_sweep_runs)"
         )
-        details = [{"loc": "axes", "msg": message, "limit": "max_sweep_runs", "value": size}]
+        maximum = settings.max_sweep_runs
+        details = [{"loc": "axes", "msg": message, "limit": "max_sweep_runs", "value": size, "max": maximum}]
         raise LimitExceeded(message, details=details)
     for spec in size_variants(sweep):
         check_run_spec(spec, settings)

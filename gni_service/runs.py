@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
-from sqlalchemy import ColumnElement, Connection, Row, Select, Table, bindparam, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, Table, bindparam, false, func, select, update
 from sqlalchemy.orm import Session
 
 from gni_engine.errors import Conflict, NotFound, SpecError
@@ -41,6 +41,7 @@ RUN_WITH_OWNER = (
 )
 _FILTER = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
 MAX_FILTERS = 20
+MAX_CURSOR_INT = 2**62  # positions and offsets; far beyond any sweep, within a 64-bit column
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,9 @@ def filter_clause(run_filter: RunFilter, axes: Sequence[str], dialect: str) -> C
     if run_filter.op == "=":
         return json_equals(path, run_filter.value, dialect)
     if run_filter.op == "!=":
-        return ~json_equals(path, run_filter.value, dialect)
+        # NOT (NULL = v) is NULL in SQL: a run without the value (null, absent, another JSON type)
+        # is not equal to it either, and must be kept.
+        return ~func.coalesce(json_equals(path, run_filter.value, dialect), false())
     number = json_number(path, dialect)
     value = float(run_filter.value)
     comparisons: dict[str, ColumnElement[bool]] = {
@@ -148,7 +151,8 @@ def list_runs(
 
 def _int_field(position: dict[str, Any], name: str) -> int:
     value = position.get(name)
-    if not isinstance(value, int) or isinstance(value, bool) or value < -1:
+    # Bounded: a forged cursor's 2**70 would overflow the database driver (a 500, not a 422).
+    if not isinstance(value, int) or isinstance(value, bool) or not -1 <= value <= MAX_CURSOR_INT:
         raise SpecError("invalid cursor", details=[{"loc": "cursor", "msg": "invalid cursor"}])
     return value
 

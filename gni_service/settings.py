@@ -212,6 +212,12 @@ class ServiceSettings(BaseModel):
         0.05, gt=0, le=5, description="Longest wait on the rate limit's Redis before letting a request pass."
     )
 
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        # GNI_LOG_LEVEL=debug as well as DEBUG (the command lines' --log-level is lower case).
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("figure_processes", mode="before")
     @classmethod
     def _empty_means_unset(cls, value: object) -> object:

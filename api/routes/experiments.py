@@ -23,6 +23,7 @@ from api.schemas import (
     RunPage,
 )
 from api.security import CurrentPrincipal
+from gni_engine.errors import SpecError
 from gni_engine.sweep import SweepSpec
 from gni_service.aggregate import aggregate_runs
 from gni_service.artifacts import list_experiment_artifacts
@@ -140,15 +141,23 @@ def list_experiments_route(
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> ExperimentPage:
-    query = ExperimentQuery(status, name, _aware(created_after), _aware(created_before), principal.owner)
+    after, before = _aware(created_after, "created_after"), _aware(created_before, "created_before")
+    query = ExperimentQuery(status, name, after, before, principal.owner)
     page = list_experiments(session, query, limit=limit, cursor=cursor)
     return ExperimentPage(items=[ExperimentOut.of(e) for e in page.items], next_cursor=page.next_cursor)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+def _aware(moment: datetime | None, loc: str) -> datetime | None:
+    """In UTC (naive: taken as UTC); a moment UTC cannot hold (9999-12-31T23:59-05:00) is a 422."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        message = f"{loc}: {moment.isoformat()} is outside the years 1-9999 in UTC"
+        raise SpecError(message, details=[{"loc": loc, "msg": message}]) from None
 
 
 @router.get(

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import redis
 
+from gni_engine.errors import SpecError
 from gni_engine.spec import RunSpec
 from gni_service.limits import RateLimiter, RequestRateLimiter, build_rate_limiter, parameter_count
 from gni_service.redis_rate_limit import RedisRateLimiter
@@ -302,3 +303,11 @@ def test_the_settings_pick_the_limiter(tmp_path):
     assert isinstance(dedicated, RedisRateLimiter) and dedicated.key_prefix == "gni:rate:"
     for limiter in (shared, dedicated):
         limiter.close()
+
+
+def test_the_log_level_is_read_in_any_case(tmp_path):
+    for written in ("debug", "Debug", "DEBUG"):
+        settings = ServiceSettings.from_env({"GNI_DATA_FOLDER": str(tmp_path), "GNI_LOG_LEVEL": written})
+        assert settings.log_level == "DEBUG"
+    with pytest.raises(SpecError, match="GNI_LOG_LEVEL"):
+        ServiceSettings.from_env({"GNI_DATA_FOLDER": str(tmp_path), "GNI_LOG_LEVEL": "loud"})

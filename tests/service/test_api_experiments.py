@@ -5,9 +5,12 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select, update
 
+from gni_service.experiments import NOTHING_TO_DRAW, refresh_experiment
 from gni_service.models import Experiment, Run, RunStatus
+from gni_service.pagination import encode_cursor
 
 
 def _create(client, spec, axes, name="sweep"):
@@ -98,6 +101,8 @@ def test_too_large_a_sweep_is_refused(client, tiny_spec):
     error = response.json()["error"]
     assert error["details"][0]["loc"] == "axes"
     assert "2001 runs" in error["message"]
+    assert error["details"][0]["limit"] == "max_sweep_runs"
+    assert (error["details"][0]["value"], error["details"][0]["max"]) == (2001, 2000)
 
 
 def test_body_must_be_json_and_name_a_source(client, tiny_spec):
@@ -191,6 +196,12 @@ def test_bad_cursor_and_bad_status_are_422(client):
     response = client.get("/v1/experiments", params={"cursor": "garbage!"})
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["loc"] == "cursor"
+    # Well-formed but forged: a moment without a time zone, one UTC cannot hold, a non-string id.
+    for created_at in ("2026-01-01T00:00:00", "9999-12-31T23:59:59-23:59"):
+        forged = encode_cursor({"kind": "experiments", "created_at": created_at, "id": "exp_x"})
+        response = client.get("/v1/experiments", params={"cursor": forged})
+        assert response.status_code == 422, (created_at, response.text)
+        assert response.json()["error"]["details"][0]["loc"] == "cursor"
     response = client.get("/v1/experiments", params={"status": "sleeping"})
     assert response.status_code == 422
     assert response.json()["error"]["details"][0]["loc"] == "status"
@@ -256,3 +267,55 @@ def test_preset_axes_can_be_replaced(client):
     plan = client.post("/v1/experiments?dry_run=true", json=body).json()
     assert plan["run_count"] == 6
     assert plan["runs"][0]["coords"] == {"training.mode": "baseline", "seed": 0}
+
+
+@pytest.mark.parametrize("parameter", ["created_after", "created_before"])
+@pytest.mark.parametrize("moment", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+14:00"])
+def test_a_creation_time_outside_utc_years_is_422_naming_the_parameter(client, parameter, moment):
+    response = client.get("/v1/experiments", params={parameter: moment})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"][0]["loc"] == parameter
+
+
+def test_overlapping_axes_are_refused_naming_both(client, tiny_spec):
+    for axes in (
+        {"data.n_points": [64], "data": [{"name": "sinusoids"}]},
+        {"noise.sigma": [0.1, 0.2], "noise": [{"sigma": 0.5}]},
+    ):
+        response = client.post("/v1/experiments?dry_run=true", json={"base": tiny_spec, "axes": axes})
+        assert response.status_code == 422, response.text
+        detail = response.json()["error"]["details"][0]
+        assert detail["loc"] == "axes"
+        outer, inner = sorted(axes, key=len)
+        assert f"'{outer}' and '{inner}' overlap" in detail["msg"]
+
+
+def test_a_boolean_is_not_taken_for_a_number(client, tiny_spec):
+    for field, value, loc in (
+        ("noise", {"sigma": True}, "base.noise.sigma"),
+        ("model", {"hidden": [True]}, "base.model.hidden"),
+        ("training", {"steps": True}, "base.training.steps"),
+        ("seed", True, "base.seed"),
+    ):
+        response = client.post("/v1/experiments?dry_run=true", json={"base": {**tiny_spec, field: value}})
+        assert response.status_code == 422, (field, response.text)
+        details = response.json()["error"]["details"]
+        assert [d["loc"] for d in details] == [loc]
+        assert "true/false is not a number" in details[0]["msg"]
+    # Real booleans still are booleans.
+    spec = {**tiny_spec, "model": {**tiny_spec["model"], "bias": False}}
+    assert client.post("/v1/experiments?dry_run=true", json={"base": spec}).status_code == 200
+
+
+def test_an_experiment_without_a_succeeded_run_has_no_figures_to_wait_for(client, session, tiny_spec):
+    experiment_id = _create(client, tiny_spec, {"seed": [0, 1]}).json()["id"]
+    assert client.get(f"/v1/experiments/{experiment_id}").json()["figures_state"] == "pending"
+    session.execute(update(Run).where(Run.experiment_id == experiment_id).values(status=RunStatus.failed))
+    refresh_experiment(session, experiment_id)
+    session.commit()
+    body = client.get(f"/v1/experiments/{experiment_id}").json()
+    assert (body["status"], body["figures_state"], body["figures_error"]) == (
+        "failed",
+        "failed",
+        NOTHING_TO_DRAW,
+    )

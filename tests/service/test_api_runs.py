@@ -14,6 +14,7 @@ from gni_service.artifacts import store_artifact
 from gni_service.experiments import refresh_experiment
 from gni_service.metrics import insert_metric_points
 from gni_service.models import Run, RunStatus, utcnow
+from gni_service.pagination import encode_cursor
 
 AXES = {"training.mode": ["baseline", "gni"], "noise.sigma": [0.05, 0.1], "seed": [0, 1, 2]}
 
@@ -80,6 +81,41 @@ def test_filters_written_straight_into_the_query_string(client, finished):
     assert [run["position"] for run in client.get(url).json()["items"]] == [0, 1, 2, 3, 4, 5]
 
 
+def test_not_equal_keeps_runs_without_the_value(client, finished):
+    # NOT (NULL = 5) is NULL in SQL: runs whose data_seed is null are not 5 either.
+    experiment_id, _ = finished
+    assert _positions(client, experiment_id, {"data_seed": "null"}) == list(range(12))
+    assert _positions(client, experiment_id, {"filter": "data_seed!=5"}) == list(range(12))
+    assert _positions(client, experiment_id, {"filter": "summary.missing!=1"}) == list(range(12))
+    assert _positions(client, experiment_id, {"filter": "training.mode!=gni"}) == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_list_matches_whatever_the_numbers_look_like(client, finished):
+    # The spec stores frequencies [1.0, 3.0, 5.0]; [1,3,5] is the same list on either database.
+    experiment_id, _ = finished
+    for written in ("[1,3,5]", "[1.0, 3, 5.0]"):
+        assert _positions(client, experiment_id, {"data.frequencies": written}) == list(range(12)), written
+    for other in ("[1,3]", "[1,3,5,7]", "[1,3,6]", '["1",3,5]', "1"):
+        assert _positions(client, experiment_id, {"data.frequencies": other}) == [], other
+    assert _positions(client, experiment_id, {"model.hidden": "[16.0,16]"}) == list(range(12))
+
+
+def test_axis_values_are_stored_as_the_run_trains_with_them(client, tiny_spec):
+    # YAML reads 1e-3 as the string "1e-3"; the run trains with 0.001, and is found by that number.
+    body = {"base": tiny_spec, "axes": {"training.lr": ["1e-3", 0.0003], "noise.sigma": ["0.1", 0.2]}}
+    experiment_id = client.post("/v1/experiments", json=body).json()["id"]
+    runs = client.get(f"/v1/experiments/{experiment_id}/runs").json()["items"]
+    assert [run["coords"] for run in runs] == [
+        {"training.lr": 0.001, "noise.sigma": 0.1},
+        {"training.lr": 0.001, "noise.sigma": 0.2},
+        {"training.lr": 0.0003, "noise.sigma": 0.1},
+        {"training.lr": 0.0003, "noise.sigma": 0.2},
+    ]
+    assert _positions(client, experiment_id, {"training.lr": "0.001"}) == [0, 1]
+    assert _positions(client, experiment_id, {"filter": "noise.sigma<0.15"}) == [0, 2]
+    assert _positions(client, experiment_id, {"sort": "-training.lr"}) == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize(
     ("params", "loc", "fragment"),
     [
@@ -88,6 +124,12 @@ def test_filters_written_straight_into_the_query_string(client, finished):
         ({"filter": "no operator"}, "filter", "expected PATH OP VALUE"),
         ({"sort": "summary.x;drop"}, "sort", "dotted field names"),
         ({"cursor": "bm9wZQ"}, "cursor", "invalid cursor"),
+        ({"cursor": encode_cursor({"kind": "runs", "after": 2**70})}, "cursor", "invalid cursor"),
+        (
+            {"sort": "seed", "cursor": encode_cursor({"kind": "sorted_runs", "offset": 2**70})},
+            "cursor",
+            "invalid cursor",
+        ),
         ({"limit": "0"}, "limit", "greater than or equal to 1"),
     ],
 )

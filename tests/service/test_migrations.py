@@ -10,6 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import func, insert, inspect, select
 
 from gni_service.db import create_db_engine
+from gni_service.experiments import NOTHING_TO_DRAW
 from gni_service.migrate import MIGRATIONS_DIR, alembic_config, downgrade_database, upgrade_database
 from gni_service.models import Artifact, Base, Experiment, MetricPoint, Run, utcnow
 
@@ -134,3 +135,50 @@ def test_reuse_and_figure_columns_migrate_without_losing_rows(fresh_url):
     with engine.connect() as connection:  # experiments from before the choice drew their runs' figures
         assert connection.scalars(select(Experiment.run_figures)).all() == [True, True]
     engine.dispose()
+
+
+def test_experiments_stuck_without_a_succeeded_run_get_failed_figures(fresh_url):
+    # Before 20261128_figures_nothing an experiment whose runs all failed kept figures "pending".
+    downgrade_database(fresh_url, "20261127_run_figures")
+    engine = create_db_engine(fresh_url)
+    now = utcnow()
+    rows = {"exp_failed": ("failed", 0), "exp_cancelled": ("cancelled", 0), "exp_ok": ("succeeded", 1)}
+    rows["exp_running"] = ("running", 0)
+    with engine.begin() as connection:
+        for experiment_id, (status, succeeded) in rows.items():
+            connection.execute(
+                insert(Experiment.__table__).values(
+                    id=experiment_id,
+                    name="e",
+                    base_spec={},
+                    axes=[],
+                    spec_hash="h",
+                    status=status,
+                    cancel_requested=False,
+                    n_runs=1,
+                    n_queued=0,
+                    n_running=int(status == "running"),
+                    n_succeeded=succeeded,
+                    n_failed=int(status == "failed"),
+                    n_cancelled=int(status == "cancelled"),
+                    created_at=now,
+                    updated_at=now,
+                    figures_state="pending",
+                )
+            )
+    upgrade_database(fresh_url)
+    with engine.connect() as connection:
+        states = {
+            row[0]: (row[1], row[2])
+            for row in connection.execute(
+                select(Experiment.id, Experiment.figures_state, Experiment.figures_error)
+            )
+        }
+    engine.dispose()
+    nothing = ("failed", NOTHING_TO_DRAW)
+    assert states == {
+        "exp_failed": nothing,
+        "exp_cancelled": nothing,
+        "exp_ok": ("pending", None),
+        "exp_running": ("pending", None),
+    }
