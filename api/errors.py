@@ -74,6 +74,9 @@ async def _domain_error(_: Request, error: Exception) -> JSONResponse:
         headers = {"WWW-Authenticate": 'Bearer realm="gni"'}
     elif isinstance(error, TooManyRequests):
         headers = {"Retry-After": str(max(1, math.ceil(error.retry_after_s)))}
+    elif status == 409:
+        # A finished experiment or a reused Idempotency-Key: asking again gives the same answer.
+        headers = {"X-Should-Retry": "false"}
     return error_response(status, error.error_type, error.message, error.details, headers)
 
 

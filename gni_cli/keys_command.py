@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
 
 
 def handle_keys(args: argparse.Namespace) -> int:
+    from sqlalchemy import inspect
+
     from gni_service.auth import create_api_key, list_api_keys, revoke_api_key
     from gni_service.db import Database
     from gni_service.migrate import upgrade_database
@@ -51,6 +53,13 @@ def handle_keys(args: argparse.Namespace) -> int:
         upgrade_database(url)
     database = Database(url)
     try:
+        if not inspect(database.engine).has_table("api_keys"):
+            where = database.engine.url.render_as_string(hide_password=True)
+            sys.stderr.write(
+                f"error: the database {where} has no gni schema yet: start `gni serve` on it once, "
+                "or add --migrate (`gni keys --migrate create --name NAME`)\n"
+            )
+            return 2
         with database.transaction() as session:
             if args.keys_action == "create":
                 info, plaintext = create_api_key(session, args.name)

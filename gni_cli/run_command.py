@@ -162,7 +162,7 @@ class _Progress:
     def __init__(self, total: int, *, quiet: bool) -> None:
         self.bar: Any = None
         self.done: dict[int, int] = {}
-        if not quiet:
+        if not quiet and sys.stderr.isatty():
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gni_cli.run_command import positive_int
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
@@ -24,14 +26,16 @@ def register(subparsers: Any) -> None:
         "runs train inside the server process. Browse http://HOST:PORT/docs.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     parser.add_argument(
         "--data-folder",
         type=Path,
         default=None,
         help="holds the database, artifacts and work folders (default $GNI_DATA_FOLDER or ./gni-data)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="batches trained at once (default 1)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=None, help="batches trained at once (default 1)"
+    )
     parser.add_argument(
         "--executor",
         choices=["inprocess", "celery"],
@@ -43,6 +47,17 @@ def register(subparsers: Any) -> None:
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
     parser.set_defaults(handler=handle_serve)
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0-65535 (0: any free port)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0-65535, got {value}")
+    return value
 
 
 def handle_serve(args: argparse.Namespace) -> int:

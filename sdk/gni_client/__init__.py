@@ -11,7 +11,7 @@ Typical use (a server must be running; ``gni serve`` starts one)::
     client = Client()  # GNI_BASE_URL, GNI_API_KEY
     experiment = client.experiments.create(preset="spectral-bias", overrides={"steps": 200, "seeds": 2})
     experiment = client.experiments.wait(experiment.id)
-    table = client.experiments.aggregate(experiment.id, group_by="training.mode", metric="summary.test_loss")
+    table = client.experiments.aggregate(experiment.id, group_by="training.mode", metric="summary.train_loss")
     print(table.to_pandas())
 
 The exceptions are documented together in :mod:`gni_client._exceptions`; specs can be built and

@@ -147,6 +147,11 @@ class BaseClient(Generic[HttpxClientT]):
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         self.base_url = httpx.URL(str(base_url).rstrip("/") + "/")
+        if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
+            raise ValueError(
+                f"base URL {str(base_url)!r} (base_url=, --base-url or $GNI_BASE_URL): "
+                "expected http://HOST:PORT or https://HOST"
+            )
         self.api_key = api_key
         self.timeout: Timeout = DEFAULT_TIMEOUT if isinstance(timeout, _NotGiven) else timeout
         self.max_retries = max_retries

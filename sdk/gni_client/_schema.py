@@ -33,6 +33,7 @@ Loc = tuple[str | int, ...]
 FieldRule = Callable[[Any], list[tuple[str, str]]]
 """A check beyond the schema: gets the coerced value, returns ``(relative path, message)`` pairs."""
 
+BOOLEAN_FOR_NUMBER = "true/false is not a number"  # gni_engine.spec.Frozen's message, word for word
 _TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
 _FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
 _INT_TEXT = re.compile(r"^\s*[+-]?\d+(\.0*)?\s*$")
@@ -282,7 +283,10 @@ class SchemaValidator:
         required = set(schema.get("required", []))
         out: dict[str, Json] = {}
         for key, sub in properties.items():
-            if key in value:
+            if key in value and self._boolean_for_number(sub, value[key]):
+                errors.add((*loc, key), BOOLEAN_FOR_NUMBER)  # the server's check, before the field's own
+                out[key] = value[key]
+            elif key in value:
                 field_before = len(errors.items)
                 out[key] = self._value(sub, value[key], (*loc, key), errors, "", in_model=in_model)
                 rule = self.field_rules.get(f"{name}.{key}")
@@ -308,6 +312,27 @@ class SchemaValidator:
             for where, message in rule(out):
                 errors.add((*loc, *filter(None, where.split("."))), message)
         return out
+
+    def _boolean_for_number(self, schema: Mapping[str, Json], value: Json) -> bool:
+        """true/false (or a list holding one) for a field whose type has numbers and no boolean."""
+        items = value if isinstance(value, list | tuple) else (value,)
+        if not any(isinstance(item, bool) for item in items):
+            return False
+        kinds = self._scalar_kinds(schema)
+        return bool(kinds & {"integer", "number"}) and "boolean" not in kinds
+
+    def _scalar_kinds(self, schema: Mapping[str, Json]) -> set[str]:
+        """The scalar types a field's schema names, through unions and arrays, not nested models."""
+        resolved, _ = self._resolve(schema)
+        if resolved.get("type") == "object":
+            return set()
+        kinds = {str(resolved["type"])} if "type" in resolved else set()
+        members = [*resolved.get("anyOf", []), *resolved.get("oneOf", []), *resolved.get("prefixItems", [])]
+        if isinstance(resolved.get("items"), Mapping):
+            members.append(resolved["items"])
+        for member in members:
+            kinds |= self._scalar_kinds(member)
+        return kinds
 
     def _default(self, schema: Mapping[str, Json]) -> Json:
         if "default" in schema:

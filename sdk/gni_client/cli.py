@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -53,9 +54,22 @@ def _common() -> argparse.ArgumentParser:
         "--base-url", default=None, help="service URL (default $GNI_BASE_URL or http://127.0.0.1:8000)"
     )
     group.add_argument("--api-key", default=None, help="API key (default $GNI_API_KEY)")
-    group.add_argument("--timeout", type=float, default=60.0, help="seconds per request (default 60)")
+    group.add_argument(
+        "--timeout", type=positive_seconds, default=60.0, help="seconds per request (default 60)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON for scripts instead of a table")
     return common
+
+
+def positive_seconds(text: str) -> float:
+    """A number of seconds > 0 (``--timeout``, ``--wait-timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
 
 
 def register(subparsers: Any) -> None:
@@ -88,7 +102,7 @@ def register(subparsers: Any) -> None:
         help="no figures of each run (numbers and weights only; the experiment's figures are drawn anyway)",
     )
     submit.add_argument("--wait", action="store_true", help="wait for the runs and print their summary")
-    submit.add_argument("--wait-timeout", type=float, default=None, help="seconds to wait at most")
+    submit.add_argument("--wait-timeout", type=positive_seconds, default=None, help="seconds to wait at most")
     submit.set_defaults(handler=_entry(handle_submit))
 
     status = subparsers.add_parser(
@@ -186,6 +200,33 @@ def _json(value: Any) -> None:
 
 
 # ------------------------------------------------------------------------------------ parsing
+DASH_VALUE_OPTIONS = frozenset({"--sort"})
+
+
+def attach_dash_values(argv: Sequence[str]) -> list[str]:
+    """``--sort -summary.test_loss`` → ``--sort=-summary.test_loss``, which argparse would otherwise
+    read as an unknown option (``expected one argument``).
+
+    >>> attach_dash_values(["runs", "exp_1", "--sort", "-summary.test_loss", "--json"])
+    ['runs', 'exp_1', '--sort=-summary.test_loss', '--json']
+    >>> attach_dash_values(["runs", "exp_1", "--sort", "--json"])
+    ['runs', 'exp_1', '--sort', '--json']
+    """
+    items = list(argv)
+    out: list[str] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        following = items[i + 1] if i + 1 < len(items) else ""
+        if item in DASH_VALUE_OPTIONS and following.startswith("-") and not following.startswith("--"):
+            out.append(f"{item}={following}")
+            i += 2
+            continue
+        out.append(item)
+        i += 1
+    return out
+
+
 def parse_value(text: str) -> Any:
     """JSON when it parses (``0.1``, ``true``, ``[1,2]``), the text otherwise."""
     try:
@@ -194,7 +235,7 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_axis(text: str) -> tuple[str, list[Any]]:
+def parse_axis(text: str, option: str = "--sweep") -> tuple[str, list[Any]]:
     """``noise.sigma=0,0.1`` → ``("noise.sigma", [0, 0.1])``; ``training.mode=baseline,gni`` → strings.
 
     >>> parse_axis("noise.sigma=0,0.1")
@@ -204,7 +245,8 @@ def parse_axis(text: str) -> tuple[str, list[Any]]:
     """
     path, sep, values = text.partition("=")
     if not sep or not path.strip() or not values.strip():
-        raise ValueError(f"--sweep '{text}': expected PATH=V1,V2,…")
+        expected = "PATH=V1,V2,…" if option == "--sweep" else "PATH=VALUE"
+        raise ValueError(f"{option} '{text}': expected {expected}")
     try:
         parsed = json.loads(f"[{values}]")
     except ValueError:
@@ -297,8 +339,15 @@ def print_aggregate(aggregate: Aggregate) -> None:
 def handle_submit(args: argparse.Namespace, client: Client) -> int:
     if (args.spec is None) == (args.preset is None):
         raise ValueError("give a spec file or --preset NAME (not both)")
+    if args.preset is None and (args.steps is not None or args.seeds is not None):
+        raise ValueError(
+            "--steps and --seeds go with --preset; with a spec file use --set training.steps=N "
+            "or --sweep seed=0,1,…"
+        )
+    if args.preset is not None and args.set:
+        raise ValueError("--set goes with a spec file; a preset takes --steps, --seeds and --sweep")
     axes = dict(parse_axis(text) for text in args.sweep)
-    sets = dict(parse_axis(text) for text in args.set)
+    sets = dict(parse_axis(text, "--set") for text in args.set)
     values = {path: v[0] if len(v) == 1 else v for path, v in sets.items()}
     if args.preset is not None:
         overrides = {k: v for k, v in (("steps", args.steps), ("seeds", args.seeds)) if v is not None}
@@ -392,11 +441,14 @@ def handle_aggregate(args: argparse.Namespace, client: Client) -> int:
 
 def handle_download(args: argparse.Namespace, client: Client) -> int:
     identifier: str = args.id
+    # --to is a folder even before it exists (argparse's Path drops a trailing '/'), and the SDK
+    # then places each file under its sanitised name.
+    folder = f"{args.to}{os.sep}"
     if identifier.startswith("art_"):
-        paths = [client.artifacts.download(identifier, to=args.to)]
+        paths = [client.artifacts.download(identifier, to=folder)]
     elif identifier.startswith("run_"):
         records = client.artifacts.list(run_id=identifier, kind=args.kind)
-        paths = [client.artifacts.download(record, to=Path(args.to) / record.name) for record in records]
+        paths = [client.artifacts.download(record, to=folder) for record in records]
     else:
         paths = client.artifacts.download_all(
             identifier, to=args.to, kind=args.kind, include_runs=not args.no_runs
@@ -437,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``gni-client`` command (the same commands as ``gni``'s client commands, without torch)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv))
     try:
         code: int = args.handler(args)
     except KeyboardInterrupt:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 from gni_client import (
     AsyncClient,
+    Client,
     ConflictError,
     Experiment,
     ExperimentPlan,
@@ -69,6 +71,12 @@ def test_sweep_end_to_end(client, tiny_spec, tmp_path):
     figures = client.artifacts.download_all(created.id, to=tmp_path / "figures", kind="figure")
     pngs = [p for p in figures if p.suffix == ".png"]
     assert pngs and all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+    # wait() returned once the experiment's own comparison figures were stored, not only the runs'.
+    assert done.figures_state == "drawn"
+    assert any(p.relative_to(tmp_path / "figures").parts[0] != "runs" for p in pngs)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}  # as any new file, not 0600
     assert [e.id for e in client.experiments.list() if e.id == created.id] == [created.id]
 
 
@@ -149,3 +157,13 @@ def test_runs_without_their_figures_from_the_sdk_and_the_command_line(client, ti
         [run] = client.runs.list(experiment.id)
         names = {artifact.name for artifact in client.artifacts.list(run_id=run.id)}
         assert "results.json" in names and not {name for name in names if name.startswith("figures/")}
+
+
+def test_a_bare_axis_value_or_a_bad_base_url_is_named(client, tiny_spec):
+    with pytest.raises(ValueError, match=r"axis 'noise.sigma': expected a list of values, got 0.1"):
+        client.experiments.create(spec=tiny_spec, sweep={"noise.sigma": 0.1}, dry_run=True)
+    with pytest.raises(ValueError, match=r"axis 'training.mode': expected a list of values, got 'gni'"):
+        client.experiments.create(spec={"base": tiny_spec, "axes": {"training.mode": "gni"}}, dry_run=True)
+    for url in ("localhost:8766", "ftp://host/", "http://"):
+        with pytest.raises(ValueError, match="expected http://HOST:PORT"):
+            Client(base_url=url)

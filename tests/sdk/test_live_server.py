@@ -101,6 +101,15 @@ def test_cli_round_trip(server, tmp_path, capsys):
     assert cli_main(["download", eid, "--to", str(tmp_path / "out"), "--kind", "results", *base]) == 0
     assert len(list((tmp_path / "out").rglob("results.json"))) == 2
     capsys.readouterr()
+    # As docs/sdk.md writes it: a descending sort is a value that starts with '-'.
+    assert cli_main(["runs", eid, "--sort", "-seed", "--json", *base]) == 0
+    assert [r["coords"] for r in json.loads(capsys.readouterr().out)] == [{"seed": 1}, {"seed": 0}]
+    # --to names a folder, also one that does not exist yet (a trailing '/' or not).
+    run_id = client_run_ids(server, eid)[0]
+    for folder in ("by_run/", "by_run_2"):
+        assert cli_main(["download", run_id, "--to", str(tmp_path / folder), "--kind", "results", *base]) == 0
+        assert (tmp_path / folder / "results.json").is_file()
+    capsys.readouterr()
     assert cli_main(["cancel", eid, *base]) == 1  # already succeeded: a conflict
     assert "nothing to cancel" in capsys.readouterr().err
     assert cli_main(["status", "exp_missing", *base]) == 3
@@ -108,6 +117,34 @@ def test_cli_round_trip(server, tmp_path, capsys):
     assert "base.noise.sigma: sigma must be finite" in capsys.readouterr().err
     assert cli_main(["status", *base]) == 0
     assert eid in capsys.readouterr().out
+
+
+def client_run_ids(server: str, experiment_id: str) -> list[str]:
+    with Client(base_url=server) as client:
+        return [run.id for run in client.runs.list(experiment_id)]
+
+
+def test_submit_refuses_what_it_would_ignore(server, tmp_path, capsys):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(TINY))
+    base = ["--base-url", server, "--dry-run", "--json"]
+    assert cli_main(["submit", str(spec), "--steps", "5", *base]) == 2
+    assert "--steps and --seeds go with --preset" in capsys.readouterr().err
+    assert cli_main(["submit", "--preset", "spectral-bias", "--set", "training.steps=7", *base]) == 2
+    assert "--set goes with a spec file" in capsys.readouterr().err
+    assert cli_main(["submit", str(spec), "--set", "training.steps", *base]) == 2
+    assert "--set 'training.steps': expected PATH=VALUE" in capsys.readouterr().err
+    # A preset's extra axes multiply its runs.
+    assert cli_main(["submit", "--preset", "spectral-bias", *base]) == 0
+    alone = json.loads(capsys.readouterr().out)["run_count"]
+    assert cli_main(["submit", "--preset", "spectral-bias", "--sweep", "training.lr=0.01,0.001", *base]) == 0
+    assert json.loads(capsys.readouterr().out)["run_count"] == 2 * alone
+    # An axis must be a list: not split into letters, not a traceback.
+    for axes, shown in (({"seed": 3}, "got 3"), ({"training.mode": "gni"}, "got 'gni'")):
+        spec.write_text(json.dumps({"base": TINY, "axes": axes}))
+        assert cli_main(["submit", str(spec), *base]) == 2
+        err = capsys.readouterr().err
+        assert f"axis '{next(iter(axes))}': expected a list of values, {shown}" in err, err
 
 
 def test_gni_client_command_without_traceback(env):

@@ -78,14 +78,21 @@ INVALID_SPECS = [
     {"analyses": {"spectrum": "maybe"}},
     {"execution": {"precision": "fp16"}},
     {"execution": {"device": None}},
+    # Lax pydantic would read true as 1: refused wherever a number is due.
+    {"noise": {"sigma": True}},
+    {"noise": {"sigma": [0.1, False]}},
+    {"model": {"hidden": [True, 4]}},
+    {"training": {"steps": True, "lr": False}},
+    {"seed": True},
+    {"data_seed": False},
 ]
 
 VALID_SPECS = [
     {},
     TINY,
     {"training": {"steps": "10", "lr": "1e-3"}},  # pydantic's lax mode: numbers in strings
-    {"noise": {"sigma": True}},
     {"noise": {"sigma": [0.0, 0.1, 0.2]}, "model": {"hidden": [4, 4]}},
+    {"model": {"hidden": [4], "bias": False}, "analyses": {"spectrum": False}},
     {"task": "classification", "data": {"name": "circles", "noise": 0.1}, "analyses": {"spectrum": "yes"}},
     {"task": "classification", "data": {"name": "mnist", "flatten": False}, "model": {"kind": "convnet"}},
     {"data": {"name": "diabetes", "subset": None}, "data_seed": 3},

@@ -97,6 +97,9 @@ def test_the_admin_cli_creates_lists_and_revokes_keys(tmp_path, monkeypatch, cap
     url = f"sqlite:///{tmp_path / 'cli.sqlite3'}"
     monkeypatch.setenv("GNI_DATABASE_URL", url)
     monkeypatch.setenv("GNI_DATA_FOLDER", str(tmp_path / "data"))
+    # A database without the schema yet: a message that says what to do, not a traceback.
+    assert gni(["keys", "create", "--name", "too early"]) == 2
+    assert "has no gni schema yet" in capsys.readouterr().err
     assert gni(["keys", "--migrate", "create", "--name", "ci robot", "--json"]) == 0
     created = json.loads(capsys.readouterr().out)
     assert created["key"].startswith(f"gni_{created['id']}_")

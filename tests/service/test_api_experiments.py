@@ -220,12 +220,11 @@ def test_cancel_cancels_queued_runs_is_idempotent_and_conflicts_when_done(client
     assert again.status_code == 200
     other = _create(client, tiny_spec, {}).json()["id"]
     session.execute(update(Run).where(Run.experiment_id == other).values(status=RunStatus.succeeded))
-    from gni_service.experiments import refresh_experiment
-
     refresh_experiment(session, other)
     conflict = client.post(f"/v1/experiments/{other}/cancel")
     assert conflict.status_code == 409
     assert conflict.json()["error"]["type"] == "conflict"
+    assert conflict.headers["X-Should-Retry"] == "false"  # asking again gets the same answer
 
 
 def test_a_preset_with_overrides_becomes_a_sweep(client, session):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
@@ -60,6 +60,19 @@ def _filter(artifacts: Iterable[Artifact], kind: str | None) -> list[Artifact]:
     return [a for a in artifacts if kind is None or a.kind == kind]
 
 
+def _new_part_file(target: Path) -> tuple[int, Path]:
+    """A new, empty ``.<name>.<random>.part`` beside ``target``, open for writing, with the mode the
+    process's umask gives any new file (``tempfile.mkstemp`` makes 0600, which the rename would keep)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        temp = target.parent / f".{target.name}.{secrets.token_hex(6)}.part"
+        try:
+            return os.open(temp, flags, 0o666), temp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {target}")
+
+
 class _Writer:
     """Writes a download next to its destination, checks its hash, then moves it into place."""
 
@@ -67,8 +80,7 @@ class _Writer:
         self.artifact = artifact
         self.target = target
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        self.temp = Path(name)
+        handle, self.temp = _new_part_file(target)
         self.file: BinaryIO = os.fdopen(handle, "wb")
         self.digest = hashlib.sha256()
 

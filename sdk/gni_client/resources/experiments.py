@@ -24,6 +24,21 @@ __all__ = ["AsyncExperiments", "Experiments"]
 DEFAULT_POLL_INTERVAL = 1.0
 
 
+def _axis_values(path: str, values: Any) -> list[Any]:
+    """An axis's values as a list; a bare value or a string is a mistake, named here.
+
+    >>> _axis_values("noise.sigma", (0.0, 0.1))
+    [0.0, 0.1]
+    >>> _axis_values("noise.sigma", 0.1)
+    Traceback (most recent call last):
+    ...
+    ValueError: axis 'noise.sigma': expected a list of values, got 0.1
+    """
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Sequence | set | frozenset):
+        raise ValueError(f"axis {path!r}: expected a list of values, got {values!r}")
+    return list(values)
+
+
 def create_options(
     *,
     spec: Mapping[str, Any] | None,
@@ -48,18 +63,22 @@ def create_options(
         body["run_figures"] = False
     if preset is not None:
         body["preset"] = preset
-        if overrides:
-            body["overrides"] = dict(overrides)
+        preset_overrides = dict(overrides or {})
         if sweep:
-            body["axes"] = {path: list(values) for path, values in sweep.items()}
+            # A preset's extra axes travel in its overrides (top-level axes go with base only).
+            preset_axes: dict[str, list[Any]] = {**(preset_overrides.get("axes") or {})}
+            preset_axes.update({path: _axis_values(path, values) for path, values in sweep.items()})
+            preset_overrides["axes"] = preset_axes
+        if preset_overrides:
+            body["overrides"] = preset_overrides
     else:
         assert spec is not None
         is_sweep = "base" in spec or "axes" in spec
         base: Mapping[str, Any] = spec.get("base", {}) if is_sweep else spec
         axes: dict[str, list[Any]] = (
-            {p: list(v) for p, v in (spec.get("axes") or {}).items()} if is_sweep else {}
+            {p: _axis_values(p, v) for p, v in (spec.get("axes") or {}).items()} if is_sweep else {}
         )
-        axes.update({path: list(values) for path, values in (sweep or {}).items()})
+        axes.update({path: _axis_values(path, values) for path, values in (sweep or {}).items()})
         if overrides:
             base = with_values(base, overrides)
         if validate:
@@ -114,6 +133,18 @@ def aggregate_options(
 
 def _experiment_or_plan(data: Any) -> Experiment | ExperimentPlan:
     return ExperimentPlan.from_dict(data) if data.get("dry_run") else Experiment.from_dict(data)
+
+
+def _settled(experiment: Experiment, figures: bool) -> bool:
+    """Every run finished and, with ``figures``, the comparison figures drawn (or failed) where due.
+
+    The service draws an experiment's comparison figures after its last run finishes (when one
+    succeeded); until then ``figures_state`` is ``pending`` or ``drawing``.
+    """
+    if not experiment.finished:
+        return False
+    due = figures and experiment.counts.succeeded > 0
+    return not (due and experiment.figures_state in ("pending", "drawing"))
 
 
 class Experiments:
@@ -243,8 +274,11 @@ class Experiments:
         timeout: float | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         progress: bool = True,
+        figures: bool = True,
     ) -> Experiment:
-        """Poll until every run has finished; returns the experiment (check its ``status``).
+        """Poll until every run has finished and, with ``figures`` (default), the experiment's
+        comparison figures are stored, so that a download right after finds them; returns the
+        experiment (check its ``status`` and ``figures_state``).
 
         A progress bar over all training steps is shown in a terminal or a notebook (when tqdm is
         installed and ``progress`` is true). Raises :class:`~gni_client.WaitTimeoutError` after
@@ -255,7 +289,7 @@ class Experiments:
             while True:
                 experiment = self.get(experiment_id)
                 bar.update(experiment)
-                if experiment.finished:
+                if _settled(experiment, figures):
                     return experiment
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeoutError(experiment_id, timeout or 0.0, experiment.status)
@@ -390,6 +424,7 @@ class AsyncExperiments:
         timeout: float | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         progress: bool = True,
+        figures: bool = True,
     ) -> Experiment:
         """As :meth:`Experiments.wait`."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -397,7 +432,7 @@ class AsyncExperiments:
             while True:
                 experiment = await self.get(experiment_id)
                 bar.update(experiment)
-                if experiment.finished:
+                if _settled(experiment, figures):
                     return experiment
                 if deadline is not None and time.monotonic() >= deadline:
                     raise WaitTimeoutError(experiment_id, timeout or 0.0, experiment.status)
