@@ -38,10 +38,12 @@ def hessian_factor(loss: LossName, output: torch.Tensor) -> torch.Tensor:
     if loss == "mse":
         eye = torch.eye(d, dtype=output.dtype, device=output.device)
         return eye.reshape(1, d, 1, d).expand(e, d, n, d)
-    p = torch.softmax(output, dim=-1)  # (E, N, C)
+    logp = torch.log_softmax(output, dim=-1)  # (E, N, C)
+    p = logp.exp()
     eye = torch.eye(d, dtype=output.dtype, device=output.device)
     diff = eye.reshape(1, d, 1, d) - p.unsqueeze(1)  # (E, C, N, C): e_c − p
-    return p.transpose(1, 2).unsqueeze(-1).sqrt() * diff
+    # √p_c as exp(½ log p_c): the same value, but a finite gradient where p_c underflows to 0
+    return (0.5 * logp).exp().transpose(1, 2).unsqueeze(-1) * diff
 
 
 def hessian_one_draw(
@@ -49,7 +51,9 @@ def hessian_one_draw(
 ) -> torch.Tensor:
     """One random v per example with E[v vᵀ] = H_L: (E, 1, N, d_L); run e draws from ``generators[e]``.
 
-    Squared error: v ~ N(0, I). Cross-entropy: v = e_ŷ − p with ŷ ~ Cat(p) (ŷ carries no gradient).
+    Squared error: v ~ N(0, I). Cross-entropy: v = w (e_ŷ − p) with ŷ ~ Cat(p) and
+    w = √(p_ŷ / sg(p_ŷ)) = 1 in value: since ŷ's distribution depends on θ, w adds the score-function
+    term p_ŷ⁻¹ ∇p_ŷ ‖J_kᵀ v‖² without which the estimator's gradient would be biased.
     """
     e, n, d = output.shape
     if loss == "mse":
@@ -65,4 +69,6 @@ def hessian_one_draw(
         ]
     )  # (E, N)
     onehot = F.one_hot(classes, d).to(output.dtype)
-    return (onehot - p).unsqueeze(1)
+    p_hat = p.gather(-1, classes.unsqueeze(-1))  # (E, N, 1)
+    weight = (p_hat / p_hat.detach()).sqrt()  # 1 in value; unbiased gradient of E_ŷ[‖J_kᵀ v‖²]
+    return (weight * (onehot - p)).unsqueeze(1)

@@ -103,6 +103,8 @@ class SinusoidsData(Frozen):
             raise ValueError("frequencies must be finite and >= 0")
         if self.amplitudes is not None and len(self.amplitudes) != k:
             raise ValueError(f"amplitudes has {len(self.amplitudes)} values for {k} frequencies")
+        if self.amplitudes is not None and any(not math.isfinite(a) or a == 0 for a in self.amplitudes):
+            raise ValueError("amplitudes must be finite and non-zero (A_K = 0 leaves frequency K out)")
         if isinstance(self.phases, tuple) and len(self.phases) != k:
             raise ValueError(f"phases has {len(self.phases)} values for {k} frequencies")
         if self.dim == 1 and max(self.frequencies) >= self.n_points / 2:

@@ -3,7 +3,7 @@ r"""Spectra of learned 1-D functions on a uniform grid, and the Fourier reading 
 On the grid :math:`t_i = i/n`, :math:`i = 0, …, n-1`, of :math:`[0, 1)` the discrete Fourier
 coefficients are :math:`c_\omega = \frac1n \sum_i f(t_i)\, e^{-2\pi i \omega t_i}`. A sinusoid
 :math:`A \sin(2\pi K t + \varphi)` puts :math:`|c_K| = A/2` in bin K, so the learned amplitude at a
-target frequency, normalised as DIGEST §4.1, is :math:`2 |c_K| / A_K` (1 means learned in full).
+target frequency, normalised as DIGEST §4.1, is :math:`2 |c_K| / |A_K|` (1 means learned in full).
 
 >>> import math
 >>> t = torch.arange(64, dtype=torch.float64) / 64
@@ -33,14 +33,14 @@ def spectrum(values: torch.Tensor) -> torch.Tensor:
 def target_amplitudes(
     values: torch.Tensor, frequencies: torch.Tensor, amplitudes: torch.Tensor
 ) -> torch.Tensor:
-    r"""Normalised amplitude :math:`2 |c_K| / A_K` at each target frequency.
+    r"""Normalised amplitude :math:`2 |c_K| / |A_K|` at each target frequency.
 
     values: (E, n) on the grid; frequencies, amplitudes: (E, K) (rounded to the nearest bin).
     Returns (E, K).
     """
     amps = spectrum(values)  # (E, n//2)
     bins = frequencies.round().long().clamp(0, amps.shape[-1] - 1)  # (E, K)
-    return 2 * amps.gather(-1, bins) / amplitudes
+    return 2 * amps.gather(-1, bins) / amplitudes.abs()
 
 
 def spectral_dynamics(
@@ -63,10 +63,11 @@ def spectral_dynamics(
 def derivative_energy_spectrum(values: torch.Tensor) -> torch.Tensor:
     r"""Per-bin share of :math:`\mathrm{mean}_x |f'(x)|^2` by Parseval: (…, n) → (…, n//2 + 1).
 
-    .. math:: \frac1n \sum_i |f'(t_i)|^2 = \sum_{\omega} (2\pi\omega)^2 |c_\omega|^2
+    .. math:: \int_0^1 |p'(t)|^2\,dt = \sum_{\omega} (2\pi\omega)^2 |c_\omega|^2
 
-    for the trigonometric interpolant of f; bins 1 … ⌈n/2⌉−1 count twice (ω and −ω), the
-    Nyquist bin of an even n once (its sine part is invisible on the grid, so it is taken as a cosine).
+    for the trigonometric interpolant p of f; bins 1 … ⌈n/2⌉−1 count twice (ω and −ω), the
+    Nyquist bin of an even n half (its part of p is c cos(πnt), whose derivative squared averages
+    (πn)²|c|²/2).
     """
     n = values.shape[-1]
     c = torch.fft.rfft(values, dim=-1) / n  # (…, n//2 + 1)
@@ -74,7 +75,7 @@ def derivative_energy_spectrum(values: torch.Tensor) -> torch.Tensor:
     weight = torch.full_like(omega, 2.0)
     weight[0] = 1.0
     if n % 2 == 0:
-        weight[-1] = 1.0
+        weight[-1] = 0.5
     energy: torch.Tensor = weight * (2 * math.pi * omega) ** 2 * c.abs().pow(2)
     return energy
 

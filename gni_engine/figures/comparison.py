@@ -211,7 +211,7 @@ def final_spectrum_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     ax.axhline(1.0, color="k", lw=0.6, ls="--")
     ax.set(
         xlabel="target frequency K (Hz)",
-        ylabel="learned amplitude 2|c_K| / A_K",
+        ylabel="learned amplitude 2|c_K| / |A_K|",
         title="Final amplitude per target frequency (mean ± sd over seeds)",
     )
     ax.legend(fontsize="small")

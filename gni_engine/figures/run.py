@@ -100,7 +100,7 @@ def spectrum_figure(full: list[float], dataset: Dataset, title: str, out: Path) 
     ax = fig.add_subplot()
     ax.plot(np.arange(len(full)), full, color="C1", lw=1.2, label="learned |c_ω|")
     freqs = np.asarray(dataset.meta["frequencies"])
-    ax.plot(freqs, np.asarray(dataset.meta["amplitudes"]) / 2, "kx", label="target A_K / 2")
+    ax.plot(freqs, np.abs(dataset.meta["amplitudes"]) / 2, "kx", label="target |A_K| / 2")
     ax.set(xlabel="frequency ω (Hz, cycles per unit of t)", ylabel="amplitude |FFT| / n")
     ax.set_title(f"Spectrum of the learned function — {title}")
     ax.legend()
@@ -117,12 +117,20 @@ def dynamics_matrix(rows: list[MetricRow]) -> tuple[np.ndarray, np.ndarray, np.n
     return steps, np.asarray([frequency_of(n) for n in names]), matrix
 
 
+MAX_FREQUENCY_TICKS = 16
+
+
 def draw_heatmap(ax: Any, steps: np.ndarray, freqs: np.ndarray, matrix: np.ndarray) -> Any:
-    extent = (steps[0], steps[-1], freqs[0] - 2.5, freqs[-1] + 2.5) if len(steps) > 1 else None
+    """One row per target frequency (labelled with it, whatever the spacing), one column per record."""
+    half = (steps[-1] - steps[0]) / (len(steps) - 1) / 2 if len(steps) > 1 else 0.5
+    extent = (steps[0] - half, steps[-1] + half, -0.5, len(freqs) - 0.5)
     image = ax.imshow(
         np.clip(matrix, 0, 1), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="viridis",
         extent=extent, interpolation="nearest",
     )  # fmt: skip
+    every = max(1, -(-len(freqs) // MAX_FREQUENCY_TICKS))  # at most that many labels
+    rows = np.arange(0, len(freqs), every)
+    ax.set_yticks(rows, [f"{freqs[i]:g}" for i in rows])
     ax.set(xlabel="training step", ylabel="target frequency K (Hz)")
     return image
 
@@ -134,7 +142,7 @@ def spectral_dynamics_figure(rows: list[MetricRow], title: str, out: Path) -> di
     fig = new_figure(width=6.0)
     ax = fig.add_subplot()
     image = draw_heatmap(ax, steps, freqs, matrix)
-    fig.colorbar(image, ax=ax, label="learned amplitude 2|c_K| / A_K")
+    fig.colorbar(image, ax=ax, label="learned amplitude 2|c_K| / |A_K|")
     ax.set_title(f"Spectral dynamics — {title}")
     return save(fig, out, "spectral_dynamics")
 

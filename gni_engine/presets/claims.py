@@ -69,8 +69,16 @@ def _first_reach(run: PresetRun, level: float = 0.5) -> dict[float, float]:
     return out
 
 
+def _average_ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks with ties given their average rank (as Spearman's coefficient needs)."""
+    v = np.asarray(values, dtype=float)
+    _, inverse, counts = np.unique(v, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    return ((ends - (counts - 1) / 2.0) - 1)[inverse]
+
+
 def _rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
-    rx, ry = np.argsort(np.argsort(x)), np.argsort(np.argsort(y))
+    rx, ry = _average_ranks(x), _average_ranks(y)
     if len(x) < 3 or rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
@@ -98,7 +106,8 @@ def spectral_bias_claims(runs: Sequence[PresetRun]) -> list[Claim]:
         ),
     ]
     reach = [_first_reach(r) for r in base]
-    pairs = [(k, s) for d in reach for k, s in d.items()]
+    # A frequency a run never learned ranks after every learned one (a tie among those never learned).
+    pairs = [(k, d.get(k, np.inf)) for d in reach for k in b]
     rho = _rank_correlation([p[0] for p in pairs], [p[1] for p in pairs]) if pairs else float("nan")
     mean_reach = {k: float(np.mean([d.get(k, np.inf) for d in reach])) for k in b}
     claims.append(

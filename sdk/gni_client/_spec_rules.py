@@ -53,6 +53,8 @@ def sinusoids_data(data: dict[str, Any]) -> Problems:
     amplitudes, phases = data["amplitudes"], data["phases"]
     if amplitudes is not None and len(amplitudes) != k:
         return [("", f"amplitudes has {len(amplitudes)} values for {k} frequencies")]
+    if amplitudes is not None and any(not math.isfinite(a) or a == 0 for a in amplitudes):
+        return [("", "amplitudes must be finite and non-zero (A_K = 0 leaves frequency K out)")]
     if isinstance(phases, list) and len(phases) != k:
         return [("", f"phases has {len(phases)} values for {k} frequencies")]
     top = float(max(frequencies))

@@ -7,6 +7,7 @@ import math
 import torch
 
 from gni_engine.analyses.spectral import (
+    derivative_energy_spectrum,
     high_frequency_share,
     input_term_from_spectrum,
     spectral_dynamics,
@@ -37,6 +38,15 @@ def test_target_amplitudes_are_normalised_by_two_over_a_k():
     amps = torch.tensor([[3.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
     out = target_amplitudes(values, freqs, amps)
     assert torch.allclose(out, torch.tensor([[1.0, 0.0], [0.0, 0.5]], dtype=torch.float64), atol=1e-12)
+
+
+def test_a_negative_amplitude_learned_exactly_reads_one():
+    # A_K = −2: the target is −2 sin(2π·10t + φ); learned exactly, its normalised amplitude is 1, not −1.
+    values = torch.sin(2 * math.pi * 5 * T) - 2 * torch.sin(2 * math.pi * 10 * T + 0.4)
+    out = target_amplitudes(
+        values.unsqueeze(0), torch.tensor([[5.0, 10.0]]).double(), torch.tensor([[1.0, -2.0]]).double()
+    )
+    assert torch.allclose(out, torch.ones(1, 2, dtype=torch.float64), atol=1e-12)
 
 
 def test_spectral_dynamics_stacks_steps():
@@ -75,3 +85,17 @@ def test_high_frequency_share_splits_energy_at_cutoff():
     assert math.isclose(float(share), 1600 / 1625, rel_tol=1e-12)
     batched = high_frequency_share(torch.stack([f, f]), torch.tensor([25.0, 45.0], dtype=torch.float64))
     assert torch.allclose(batched, torch.tensor([1600 / 1625, 0.0], dtype=torch.float64), atol=1e-12)
+
+
+def test_the_nyquist_bin_counts_as_the_interpolants_cosine():
+    # On an even grid (−1)^i is cos(πnt), whose derivative squared integrates to (πn)²/2 over [0, 1).
+    values = torch.cos(math.pi * N * T)
+    energy = derivative_energy_spectrum(values)
+    assert math.isclose(float(energy.sum()), (math.pi * N) ** 2 / 2, rel_tol=1e-12)
+    assert math.isclose(float(energy[-1]), (math.pi * N) ** 2 / 2, rel_tol=1e-12)
+    # Every other bin: the integral of the derivative squared of a sinusoid in it (float64 closed form).
+    for k in (1, 17, N // 2 - 1):
+        wave = torch.sin(2 * math.pi * k * T + 0.7)
+        assert math.isclose(
+            float(derivative_energy_spectrum(wave).sum()), (2 * math.pi * k) ** 2 / 2, rel_tol=1e-10
+        )

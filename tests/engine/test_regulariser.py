@@ -90,6 +90,38 @@ def test_one_draw_estimator_is_unbiased(loss, outputs):
     assert se < 0.1 * exact  # the check has power: 3 s.e. is a tight window
 
 
+@pytest.mark.parametrize(("loss", "outputs"), [("cross_entropy", 4), ("mse", 3)])
+def test_one_draw_estimators_gradient_is_unbiased(loss, outputs):
+    # Cross-entropy draws ŷ ~ Cat(p), and p depends on the weights: without the score-function term
+    # the draws' mean gradient misses Σ_c ∇p_c ‖J_kᵀ(e_c − p)‖² (off by as much as the gradient itself).
+    # One example repeated: the batch mean of R is the mean over its examples' independent draws.
+    net = _net(1, 6, "tanh", outputs, seed=3)
+    with torch.no_grad():
+        net.layers[1].weight.mul_(2)  # confident outputs, where ∇p matters
+    x = torch.randn(1, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    params = list(net.parameters())
+
+    def gradient(value: torch.Tensor) -> torch.Tensor:  # R under mse does not use the output bias
+        grads = torch.autograd.grad(value, params, allow_unused=True)
+        return torch.cat(
+            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grads, params, strict=True)]
+        )
+
+    exact = gradient(explicit_regulariser(net, x, loss=loss, sigma=0.5).sum())
+    gen = torch.Generator().manual_seed(12)
+    groups = []
+    for _ in range(20):  # 20 groups of 1,000 draws: their spread gives the standard error
+        value = explicit_regulariser(
+            net, x.expand(1000, 3), loss=loss, sigma=0.5, estimator="one_draw", generator=gen
+        ).sum()
+        groups.append(gradient(value))
+    draws = torch.stack(groups)
+    se = draws.std(dim=0) / math.sqrt(len(draws))
+    z = (draws.mean(dim=0) - exact).abs() / se.clamp_min(1e-12)
+    assert z.max() < 4.5, f"largest z-score {z.max():.1f} over {exact.numel()} coordinates"
+    assert se.max() < 0.2 * exact.abs().max()  # the check has power
+
+
 @pytest.mark.parametrize("sigma", [0.01, 0.03, 0.05])
 @pytest.mark.parametrize("kind", ["additive", "multiplicative"])
 def test_noise_gap_matches_regulariser_when_targets_are_the_clean_output(sigma, kind):
@@ -135,3 +167,16 @@ def test_noise_gap_with_residual_matches_full_second_order_term():
     gap = noise_gap(net, x, y, loss="cross_entropy", sigma=sigma, samples=4000)
     assert gap.mean / second_order == pytest.approx(1.0, abs=0.05)
     assert 0.3 < r / second_order < 1.0
+
+
+def test_cross_entropy_regulariser_has_a_finite_gradient_where_a_probability_underflows():
+    # √p with p = 0 has an infinite derivative; √p = exp(½ log p) has none.
+    net = _net(1, 4, "tanh", 3, seed=2)
+    with torch.no_grad():
+        net.layers[1].weight.zero_()
+        net.layers[1].bias.copy_(torch.tensor([0.0, 120.0, -800.0], dtype=torch.float64))
+    x = torch.randn(5, 3, dtype=torch.float64)
+    value = explicit_regulariser(net, x, loss="cross_entropy", sigma=0.3).sum()
+    grads = torch.autograd.grad(value, list(net.parameters()))
+    assert torch.isfinite(value) and all(torch.isfinite(g).all() for g in grads)
+    torch.testing.assert_close(value, reference_regulariser(net, x, loss="cross_entropy", sigma=0.3).sum())

@@ -85,6 +85,7 @@ INVALID_SPECS = [
     {"training": {"steps": True, "lr": False}},
     {"seed": True},
     {"data_seed": False},
+    {"data": {"frequencies": [1.0, 3.0], "amplitudes": [1.0, 0.0]}},
 ]
 
 VALID_SPECS = [
@@ -93,6 +94,7 @@ VALID_SPECS = [
     {"training": {"steps": "10", "lr": "1e-3"}},  # pydantic's lax mode: numbers in strings
     {"noise": {"sigma": [0.0, 0.1, 0.2]}, "model": {"hidden": [4, 4]}},
     {"model": {"hidden": [4], "bias": False}, "analyses": {"spectrum": False}},
+    {"data": {"frequencies": [1.0, 3.0], "amplitudes": [1.0, -2.0]}},
     {"task": "classification", "data": {"name": "circles", "noise": 0.1}, "analyses": {"spectrum": "yes"}},
     {"task": "classification", "data": {"name": "mnist", "flatten": False}, "model": {"kind": "convnet"}},
     {"data": {"name": "diabetes", "subset": None}, "data_seed": 3},
