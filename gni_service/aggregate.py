@@ -75,6 +75,7 @@ def aggregate_runs(
     query: RunQuery | None = None,
 ) -> Aggregate:
     """Mean, standard deviation, standard error and n of each metric per group (succeeded runs by default)."""
+    group_by, metrics = list(dict.fromkeys(group_by)), list(dict.fromkeys(metrics))  # each once
     if not metrics:
         raise SpecError(
             "name at least one metric", details=[{"loc": "metric", "msg": "name at least one metric"}]

@@ -8,6 +8,7 @@ wait before retrying.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -86,20 +87,23 @@ def check_run_spec(spec: RunSpec, settings: ServiceSettings, prefix: str = "base
         raise _exceeded("max_data_points", points, settings.max_data_points, f"{prefix}.data")
 
 
-def size_variants(sweep: SweepSpec) -> Iterable[RunSpec]:
-    """One spec per combination of the axes that change a run's size (usually just the base)."""
+def size_variants(sweep: SweepSpec) -> Iterable[tuple[dict[str, object], RunSpec]]:
+    """One spec (with its coordinates) per combination of the axes that change a run's size
+    (usually just the base)."""
     sized = {p: v for p, v in sweep.axes.items() if p.split(".", 1)[0] in SIZE_FIELDS}
     if not sized:
-        return [sweep.base]
+        return [({}, sweep.base)]
     try:
-        return [spec for _, spec in expand_sweep(SweepSpec(base=sweep.base, axes=sized))]
+        return expand_sweep(SweepSpec(base=sweep.base, axes=sized))
     except (SpecError, ValueError):
         # These axes alone make an invalid spec (another axis completes it): check every run.
-        return [spec for _, spec in expand_sweep(sweep)]
+        return expand_sweep(sweep)
 
 
 def check_sweep(sweep: SweepSpec, settings: ServiceSettings) -> None:
-    """Refuse a sweep too large, or whose runs break a per-run limit; expands only the size axes."""
+    """Refuse a sweep too large, or whose runs break a per-run limit; expands only the size axes.
+
+    A limit a run breaks because of an axis value is named at that axis (``axes.model.hidden``)."""
     size = sweep.size()
     if size > settings.max_sweep_runs:
         message = (
@@ -109,8 +113,26 @@ def check_sweep(sweep: SweepSpec, settings: ServiceSettings) -> None:
         maximum = settings.max_sweep_runs
         details = [{"loc": "axes", "msg": message, "limit": "max_sweep_runs", "value": size, "max": maximum}]
         raise LimitExceeded(message, details=details)
-    for spec in size_variants(sweep):
-        check_run_spec(spec, settings)
+    for coords, spec in size_variants(sweep):
+        try:
+            check_run_spec(spec, settings)
+        except LimitExceeded as error:
+            raise _at_axis(error, coords) from None
+
+
+def _at_axis(error: LimitExceeded, coords: dict[str, object]) -> LimitExceeded:
+    """The error moved from ``base.<field>`` to the axis that set that field, if one did."""
+    detail = dict(error.details[0])  # type: ignore[index]
+    field = str(detail["loc"]).removeprefix("base.")
+    axis = next(
+        (p for p in coords if p == field or p.startswith(field + ".") or field.startswith(p + ".")), None
+    )
+    if axis is None:
+        return error
+    where = f"axes.{axis}"
+    value = json.dumps(coords[axis])
+    message = f"{where}={value}: {detail['value']} exceeds the limit {detail['limit']}={detail['max']}"
+    return LimitExceeded(message, details=[{**detail, "loc": where, "msg": message}])
 
 
 def check_active_runs(

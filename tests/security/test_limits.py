@@ -49,17 +49,25 @@ def test_runs_too_large_are_422_naming_the_limit(
 ):
     settings = {"max_run_steps": 1000, "max_model_parameters": 1_000_000, "max_data_points": 4096}
     client = client_of(make_app(sqlite_url, **settings))
-    for body in (
-        {"base": {**tiny_spec, **change}},
-        # An axis that makes one run too large is caught too, whatever the base.
-        {"base": tiny_spec, "axes": {next(iter(change)): [tiny_spec[next(iter(change))], *change.values()]}},
+    field = next(iter(change))
+    base_loc = {"max_run_steps": "base.training.steps"}.get(limit, f"base.{field}")
+    for body, loc in (
+        ({"base": {**tiny_spec, **change}}, base_loc),
+        # An axis that makes one run too large is caught too, whatever the base, and named.
+        ({"base": tiny_spec, "axes": {field: [tiny_spec[field], *change.values()]}}, f"axes.{field}"),
     ):
         for dry_run in ("false", "true"):
             response = client.post(f"/v1/experiments?dry_run={dry_run}", json=body)
             error = error_of(response, 422, "limit_exceeded")
             assert limit in error["message"] and str(value) in error["message"]
             [detail] = error["details"]
-            assert (detail["limit"], detail["value"]) == (limit, value)
+            assert (detail["limit"], detail["value"], detail["loc"]) == (limit, value, loc)
+    if field == "model":  # a dotted axis inside the field the limit is about
+        body = {"base": tiny_spec, "axes": {"model.hidden": [[16], [2000, 2000]]}}
+        [detail] = error_of(client.post("/v1/experiments", json=body), 422, "limit_exceeded")["details"]
+        assert detail["loc"] == "axes.model.hidden" and detail["msg"].startswith(
+            "axes.model.hidden=[2000, 2000]"
+        )
     assert client.post("/v1/experiments", json={"base": tiny_spec}).status_code == 202
 
 

@@ -223,6 +223,10 @@ def test_aggregate_matches_a_direct_computation(client, finished):
             assert stats["mean"] == pytest.approx(statistics.fmean(values), rel=1e-12)
             assert stats["std"] == pytest.approx(statistics.stdev(values), rel=1e-9)
             assert stats["stderr"] == pytest.approx(statistics.stdev(values) / math.sqrt(3), rel=1e-9)
+    # A path named twice is one column.
+    twice = {"group_by": "training.mode,training.mode", "metric": "summary.ece,summary.ece"}
+    body = client.get(f"/v1/experiments/{experiment_id}/aggregate", params=twice).json()
+    assert (body["group_by"], body["metrics"]) == (["training.mode"], ["summary.ece"])
 
 
 def test_aggregate_by_a_non_axis_field_with_filters_and_statuses(client, session, finished):
