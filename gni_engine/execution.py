@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 import torch
 from safetensors.torch import save_file
 
+from gni_engine import __version__
 from gni_engine.data import input_output_dims
 from gni_engine.errors import GNIError
 from gni_engine.recording import MetricRow
@@ -160,8 +161,10 @@ def plan_batches(specs: Sequence[RunSpec], *, memory_bytes: int | None = None) -
 
                 memory_bytes = free_memory_bytes(resolve_device(spec))
         budget = (memory_bytes or 4 * 1024**3) // 2
-        fit = max(1, budget // max(1, bytes_per_run(spec)))
-        cap = min(spec.execution.max_batch_runs or fit, fit)
+        largest = max(bytes_per_run(specs[i]) for i in indices)  # modes and M differ within a group
+        fit = max(1, budget // max(1, largest))
+        caps = [specs[i].execution.max_batch_runs for i in indices]
+        cap = min([fit, *(c for c in caps if c is not None)])  # every run's own cap holds
         batches.extend(indices[i : i + cap] for i in range(0, len(indices), cap))
     return batches
 
@@ -376,7 +379,13 @@ def _execute_batch(
                 checkpoint_every=checkpoints.every, on_checkpoint=_checkpointer(indices, checkpoints)
             )
     except GNIError as error:
-        return {i: RunOutcome(i, "failed", {}, error.message) for i in indices}
+        out_failed: dict[int, RunOutcome] = {}
+        for i in indices:
+            failed = RunState(specs[i], status="failed", error=error.message)
+            failed.summary = {"engine_version": __version__, "spec_hash": specs[i].spec_hash()}
+            files = write_run_files(failed, out_dirs[i], label=os.path.basename(out_dirs[i]))
+            out_failed[i] = RunOutcome(i, "failed", {}, error.message, files)  # summary as before
+        return out_failed
     batch_dirs = [out_dirs[i] for i in indices]
     drawn = _figures(states, trainer, batch_dirs, figure_processes) if figures else [{} for _ in states]
     out: dict[int, RunOutcome] = {}

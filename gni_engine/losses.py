@@ -47,24 +47,35 @@ def hessian_factor(loss: LossName, output: torch.Tensor) -> torch.Tensor:
 
 
 def hessian_one_draw(
-    loss: LossName, output: torch.Tensor, generators: Sequence[torch.Generator | None]
+    loss: LossName,
+    output: torch.Tensor,
+    generators: Sequence[torch.Generator | None],
+    draw: Sequence[bool] | None = None,
 ) -> torch.Tensor:
     """One random v per example with E[v vᵀ] = H_L: (E, 1, N, d_L); run e draws from ``generators[e]``.
 
     Squared error: v ~ N(0, I). Cross-entropy: v = w (e_ŷ − p) with ŷ ~ Cat(p) and
     w = √(p_ŷ / sg(p_ŷ)) = 1 in value: since ŷ's distribution depends on θ, w adds the score-function
     term p_ŷ⁻¹ ∇p_ŷ ‖J_kᵀ v‖² without which the estimator's gradient would be biased.
+    Only the runs where ``draw`` is true (default: all) touch their generator; the others (whose R is
+    zero-weighted) get a deterministic v, so a batch never moves the streams of its non-explicit runs.
     """
     e, n, d = output.shape
+    wanted = [True] * e if draw is None else list(draw)
     if loss == "mse":
         draws = [
-            torch.randn((1, n, d), generator=g, dtype=output.dtype, device=output.device) for g in generators
+            torch.randn((1, n, d), generator=g, dtype=output.dtype, device=output.device)
+            if w
+            else torch.zeros((1, n, d), dtype=output.dtype, device=output.device)
+            for g, w in zip(generators, wanted, strict=True)
         ]
         return torch.stack(draws)
     p = torch.softmax(output, dim=-1)
     classes = torch.stack(
         [
             torch.multinomial(p[i].detach().double(), 1, generator=g).squeeze(-1)
+            if wanted[i]
+            else p[i].detach().argmax(-1)
             for i, g in enumerate(generators)
         ]
     )  # (E, N)

@@ -49,6 +49,7 @@ def stacked_regulariser(
     *,
     estimator: Estimator = "exact",
     generators: Sequence[torch.Generator | None] | None = None,
+    draw: Sequence[bool] | None = None,
     method: Method = "auto",
     create_graph: bool = True,
     forward: Forward | None = None,
@@ -73,7 +74,7 @@ def stacked_regulariser(
         if estimator == "exact":
             v = hessian_factor(loss, fwd.output)
         else:
-            v = hessian_one_draw(loss, fwd.output, list(generators or [None] * net.n_runs))
+            v = hessian_one_draw(loss, fwd.output, list(generators or [None] * net.n_runs), draw)
         if use_chain:
             assert isinstance(net, StackedMLP)
             vjps = net.input_vjps(fwd, v)

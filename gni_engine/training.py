@@ -260,6 +260,8 @@ class BatchTrainer:
         self.train_noise = NoisePlan(self.train_scales, self.net.point_sizes())
         self.needs_noise = self.train_noise.any_noise
         self.needs_r = bool(self.explicit_mask.any())
+        # the one-draw estimator draws only for these: a gni run's noise generator must not move for it
+        self.explicit_runs: list[bool] = self.explicit_mask.tolist()
         self.r_scales = self.scales.scaled(self.explicit_mask)
         gen_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         self.noise_generators = [make_generator(s.seed, "noise", gen_device) for s in self.specs]
@@ -301,7 +303,10 @@ class BatchTrainer:
         n_train = self.x_train.shape[1]
         t = self.first.training
         self.batch_size = n_train if t.batch_size is None else min(t.batch_size, n_train)
-        self.samples = t.noise_samples if bool(self.gni_mask.any()) else 1
+        # M of the gni runs (batch_key gives them all the same M); a baseline or explicit run's
+        # noise_samples is ignored, so it must not set the batch's M when it comes first
+        gni_samples = {s.training.noise_samples for s in self.specs if s.training.mode == "gni"}
+        self.samples = gni_samples.pop() if gni_samples else 1
         # explicit (and baseline) runs without a noisy forward pass: the hand-written gradient of
         # loss + R takes 4 matrix products per layer where autograd's double backward takes 6
         self.hand_gradient = (
@@ -386,6 +391,7 @@ class BatchTrainer:
                     self.loss,
                     estimator=self.first.training.regulariser,
                     generators=self.noise_generators,
+                    draw=self.explicit_runs,
                     forward=fwd if not needs_noise else None,
                 )
                 losses = losses + r.sum(1).to(self.dtype)
@@ -484,6 +490,7 @@ class BatchTrainer:
             if state.status == "running" and self.callbacks.should_cancel(e):
                 state.status = "cancelled"
                 state.error = f"cancelled at step {self.step}"
+                state.failed_step = self.step  # where it stopped: steps_done
                 self.active[e] = False
 
     # ---------------------------------------------------------------------------------- recording

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import math
 import pickle
 import struct
 import zlib
@@ -61,7 +62,7 @@ def parse_idx(raw: bytes, source: str) -> npt.NDArray[Any]:
     if len(raw) < header_end:
         raise DataError(f"{source}: IDX header truncated (declares {ndim} dimensions)")
     dims = struct.unpack(f">{ndim}I", raw[4:header_end])
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: a corrupt header cannot wrap to 0
     if len(raw) - header_end != expected:
         raise DataError(
             f"{source}: IDX header declares shape {dims} ({expected} data bytes) "

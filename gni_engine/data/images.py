@@ -190,6 +190,9 @@ def image_dataset(spec: ImageData, seed: int, dtype: torch.dtype, data_dir: str 
     root = resolve_data_dir(data_dir, spec.data_dir, name=spec.name, layout=_layout(spec.name, "<dir>"))
     train_raw, train_files = _read(spec.name, root, "train")
     test_raw, test_files = _read(spec.name, root, "test")
+    for raw, files in ((train_raw, train_files), (test_raw, test_files)):
+        if len(raw.y) == 0:
+            raise DataError(f"{', '.join(map(str, files))}: no images")
     x_train, y_train = _finish(train_raw, spec.subset, seed, "train", spec, dtype)
     x_test, y_test = _finish(test_raw, spec.test_subset, seed, "test", spec, dtype)
     shape = IMAGE_SHAPES[spec.name]

@@ -98,6 +98,16 @@ def test_corrupt_idx_files_are_refused(tmp_path: Path) -> None:
     images.write_bytes(idx_bytes(RNG.integers(0, 256, (3, 32, 32), dtype=np.uint8)))
     with pytest.raises(DataError, match=r"shape \(N, 28, 28\)"):
         build_dataset(image_spec("mnist"), data_dir=tmp_path)
+    # A header whose sizes multiply past 2⁶⁴ (wrapping to 0 in int64) is not an empty file.
+    images.write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2**31, 2**31, 4))
+    with pytest.raises(DataError, match=r"IDX header declares shape \(2147483648, 2147483648, 4\)"):
+        build_dataset(image_spec("mnist"), data_dir=tmp_path)
+
+
+def test_a_split_without_images_is_refused_naming_its_files(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "mnist", gz=False, n_test=0)
+    with pytest.raises(DataError, match=r"t10k-images-idx3-ubyte.*: no images"):
+        build_dataset(image_spec("mnist"), data_dir=tmp_path)
 
 
 def test_image_subsets_are_seeded(tmp_path: Path) -> None:

@@ -39,6 +39,22 @@ def test_plan_groups_by_architecture_and_respects_cap_and_memory():
     assert plan_batches(specs[:5], memory_bytes=2 * 2 * per_run) == [[0, 1], [2, 3], [4]]
 
 
+def test_a_batch_holds_every_cap_and_the_largest_run_in_any_order():
+    # Runs of one architecture may differ in mode (an explicit run needs more memory) and in cap.
+    loose = [_spec(seed=i) for i in range(4)]
+    tight = [parse_run_spec({**SMALL, "seed": 9, "execution": {"max_batch_runs": 1}})]
+    for specs in (loose + tight, tight + loose):
+        assert [len(b) for b in plan_batches(specs, memory_bytes=10**12)] == [1, 1, 1, 1, 1]
+    explicit = [
+        parse_run_spec({**SMALL, "seed": i, "training": {"steps": 6, "mode": "explicit"}}) for i in range(4)
+    ]
+    heavy = bytes_per_run(explicit[0])
+    assert heavy > bytes_per_run(loose[0])
+    for specs in (loose[:1] + explicit, explicit + loose[:1]):
+        batches = plan_batches(specs, memory_bytes=2 * 2 * heavy)  # the budget is half the memory
+        assert sorted(len(b) for b in batches) == [1, 2, 2]
+
+
 def test_execute_runs_writes_loadable_files(tmp_path: Path):
     specs = [_spec(seed=0), _spec(seed=1, training={"steps": 6, "mode": "explicit"})]
     outcomes = execute_runs(specs, [tmp_path / "a", tmp_path / "b"], figures=False)
@@ -68,6 +84,11 @@ def test_missing_data_fails_only_its_batch(tmp_path: Path):
     outcomes = execute_runs([image, _spec()], [tmp_path / "x", tmp_path / "y"], figures=False)
     assert outcomes[0].status == "failed" and "nowhere" in (outcomes[0].error or "")
     assert outcomes[1].status == "succeeded"
+    # The failed run's folder says so, as every run's does.
+    results = json.loads((tmp_path / "x" / "results.json").read_text())
+    assert results["status"] == "failed" and "nowhere" in results["error"]
+    assert results["spec_hash"] == image.spec_hash() and results["summary"]["engine_version"]
+    assert json.loads((tmp_path / "x" / "spec.json").read_text())["data"]["name"] == "mnist"
 
 
 def test_gni_run_command_sweep_and_no_batch_agree(tmp_path: Path, capsys):

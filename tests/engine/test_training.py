@@ -186,6 +186,39 @@ def test_batch_equals_runs_alone(precision, tol):
         assert state.summary["noise_gap"] == pytest.approx(alone.summary["noise_gap"], rel=tol * 10, abs=tol)
 
 
+def _assert_same_run(together, alone, tol: float = 1e-10) -> None:
+    for k in alone.weights:
+        torch.testing.assert_close(together.weights[k], alone.weights[k], rtol=0, atol=tol)
+    assert together.summary["noise_gap"] == pytest.approx(alone.summary["noise_gap"], rel=tol * 10, abs=tol)
+
+
+def test_a_gni_run_draws_its_own_noise_samples_whatever_run_comes_first():
+    # noise_samples means nothing to a baseline run; it must not set the batch's M for a gni run.
+    first, gni = spec(training__mode="baseline", training__noise_samples=8), spec(training__noise_samples=1)
+    assert BatchTrainer([first, gni]).samples == 1
+    _assert_same_run(train_batch([first, gni])[1], train_run(gni))
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_an_explicit_one_draw_run_leaves_the_noise_streams_of_the_others_alone(loss, monkeypatch):
+    # With per-run generators the one-draw estimator draws from the explicit runs' own streams only.
+    monkeypatch.setenv("GNI_NOISE_STREAM", "generator")
+    if loss == "mse":
+        changes: dict[str, Any] = {}
+    else:
+        changes = {
+            "task": "classification",
+            "data": {"name": "two_moons", "n_points": 32},
+            "analyses": {"record_every": 5, "noise_gap_samples": 4, "spectrum": False},
+        }
+    one_draw = {**changes, "training__regulariser": "one_draw"}
+    explicit, gni = spec(training__mode="explicit", **one_draw), spec(seed=5, **one_draw)
+    together = train_batch([explicit, gni])
+    assert together[0].summary["noise_stream"] == together[1].summary["noise_stream"] == "torch-generator"
+    _assert_same_run(together[1], train_run(gni))
+    _assert_same_run(together[0], train_run(explicit))
+
+
 def test_classification_batch_equals_alone_with_minibatches():
     base = {
         "task": "classification",
@@ -347,6 +380,8 @@ def test_cancellation_between_steps():
 
     states = train_batch([spec(), spec(seed=2)], callbacks=CancelSecond())
     assert [s.status for s in states] == ["succeeded", "cancelled"]
+    assert [s.summary["steps_done"] for s in states] == [25, states[1].metrics[-1].step]
+    assert states[1].summary["steps_done"] < 25  # where it stopped, not the steps it was given
 
 
 def test_zeroing_failed_runs_gradients_in_place_equals_the_out_of_place_mask():
