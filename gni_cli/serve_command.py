@@ -44,7 +44,10 @@ def register(subparsers: Any) -> None:
         "(default $GNI_EXECUTOR or inprocess)",
     )
     parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default=None,
+        choices=["error", "warning", "info", "debug"],
+        help="default $GNI_LOG_LEVEL or info",
     )
     parser.set_defaults(handler=handle_serve)
 
@@ -73,6 +76,8 @@ def handle_serve(args: argparse.Namespace) -> int:
         overrides["GNI_EXECUTOR_THREADS"] = str(args.threads)
     if args.executor is not None:
         overrides["GNI_EXECUTOR"] = args.executor
+    if args.log_level is not None:
+        overrides["GNI_LOG_LEVEL"] = args.log_level
     settings = ServiceSettings.from_env({**os.environ, **overrides})
     database = settings.resolved_database_url
     auth = "API keys required" if settings.auth == "required" else "NO AUTHENTICATION (GNI_AUTH=disabled)"
@@ -92,7 +97,7 @@ def handle_serve(args: argparse.Namespace) -> int:
         app,
         host=args.host,
         port=args.port,
-        log_level=args.log_level,
+        log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=30,
         **UVICORN_OPTIONS,
     )

@@ -41,7 +41,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--pool", default="prefork", choices=["prefork", "solo"], help="Celery pool")
     parser.add_argument("--hostname", default=None, help="worker node name (default gni@%%h)")
     parser.add_argument(
-        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+        "--log-level",
+        default=None,
+        choices=["error", "warning", "info", "debug"],
+        help="default $GNI_LOG_LEVEL or info",
     )
     parser.set_defaults(handler=handle_worker)
 
@@ -54,7 +57,7 @@ def celery_argv(args: argparse.Namespace) -> list[str]:
         f"--concurrency={args.concurrency}",
         f"--pool={args.pool}",
         f"--hostname={args.hostname or 'gni@%h'}",
-        f"--loglevel={args.log_level}",
+        f"--loglevel={args.log_level or 'info'}",
         "--prefetch-multiplier=1",
         "--without-gossip",
         "--without-mingle",
@@ -68,7 +71,8 @@ def handle_worker(args: argparse.Namespace) -> int:
     from worker.app import app
 
     settings = get_settings()  # a bad GNI_* value fails here with the variable's name
-    _log_structured(settings.log_format, settings.log_level)
+    args.log_level = args.log_level or settings.log_level.lower()
+    _log_structured(settings.log_format, args.log_level.upper())
     app.worker_main(argv=celery_argv(args))
     return 0
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from gni_engine.errors import GNIError
 
@@ -39,3 +40,39 @@ def upgrade_database(database_url: str, revision: str = "head") -> None:
 
 def downgrade_database(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
+
+
+@lru_cache(maxsize=1)
+def head_revisions() -> frozenset[str]:
+    """The revisions ``alembic upgrade head`` would reach with the migrations installed here."""
+    from alembic.script import ScriptDirectory
+
+    return frozenset(ScriptDirectory.from_config(alembic_config()).get_heads())
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise :class:`GNIError` when the database was never migrated or is behind this code's head.
+
+    A database ahead of it (a revision these migrations do not know: a newer release migrated it
+    during a rolling upgrade) passes: migrations add, so the older code still reads and writes it.
+    """
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from alembic.util.exc import CommandError
+
+    with engine.connect() as connection:
+        current = frozenset(MigrationContext.configure(connection).get_current_heads())
+    heads = head_revisions()
+    if current == heads:
+        return
+    expected = ", ".join(sorted(heads))
+    if not current:
+        raise GNIError(f"schema not migrated (expected revision {expected}): run `alembic upgrade head`")
+    scripts = ScriptDirectory.from_config(alembic_config())
+    try:
+        known = [scripts.get_revision(revision) for revision in current]
+    except CommandError:
+        return  # a revision newer than these migrations
+    if all(revision is not None for revision in known):
+        found = ", ".join(sorted(current))
+        raise GNIError(f"schema revision {found} is behind {expected}: run `alembic upgrade head`")

@@ -55,7 +55,13 @@ def execute_batch_task(self: Task, batch_key: str) -> dict[str, Any]:
     except InfrastructureError as error:
         retries = int(self.request.retries)
         max_retries = get_settings().task_max_retries
-        log.warning("batch %s: %s (retry %d of %d)", batch_key, error, retries + 1, max_retries)
+        if retries >= max_retries:
+            log.error(
+                "batch %s: %s; giving up after %d retries: its runs stay queued until the reaper "
+                "announces them again (GNI_REQUEUE_QUEUED_AFTER_S)", batch_key, error, max_retries
+            )
+        else:
+            log.warning("batch %s: %s (retry %d of %d)", batch_key, error, retries + 1, max_retries)
         close_worker_context()  # reconnect from scratch next time
         raise self.retry(exc=error, countdown=retry_countdown(retries), max_retries=max_retries) from error
     bind_ids(run_ids=list(report.statuses) or None)  # also on Celery's own "succeeded" line

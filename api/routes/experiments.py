@@ -55,7 +55,7 @@ SUMMARY_METRICS = (
 RUN_QUERY_PARAMS = ("status", "sort", "limit", "cursor", "filter")
 AGGREGATE_PARAMS = ("group_by", "metric", "status", "filter")
 
-Limit = Annotated[int, Query(ge=1, le=500, description="Items per page.")]
+Limit = Annotated[int, Query(ge=1, description="Items per page (at most GNI_MAX_PAGE_SIZE, default 500).")]
 Cursor = Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page.")]
 
 
@@ -134,6 +134,7 @@ def create_experiment_route(
 def list_experiments_route(
     session: ReadSession,
     principal: CurrentPrincipal,
+    context: Context,
     status: Annotated[RunStatus | None, Query(description="Only experiments in this status.")] = None,
     name: Annotated[str | None, Query(max_length=200, description="Only experiments of this name.")] = None,
     created_after: Annotated[datetime | None, Query(description="Created at or after (ISO 8601).")] = None,
@@ -143,8 +144,17 @@ def list_experiments_route(
 ) -> ExperimentPage:
     after, before = _aware(created_after, "created_after"), _aware(created_before, "created_before")
     query = ExperimentQuery(status, name, after, before, principal.owner)
-    page = list_experiments(session, query, limit=limit, cursor=cursor)
+    page = list_experiments(session, query, limit=_page_size(limit, context), cursor=cursor)
     return ExperimentPage(items=[ExperimentOut.of(e) for e in page.items], next_cursor=page.next_cursor)
+
+
+def _page_size(limit: int, context: Context) -> int:
+    """``limit`` unless it exceeds the configured ``GNI_MAX_PAGE_SIZE`` (a 422 naming the maximum)."""
+    most = context.settings.max_page_size
+    if limit > most:
+        message = f"limit: at most {most} items a page (GNI_MAX_PAGE_SIZE)"
+        raise SpecError(message, details=[{"loc": "limit", "msg": message}])
+    return limit
 
 
 def _aware(moment: datetime | None, loc: str) -> datetime | None:
@@ -209,6 +219,7 @@ def list_runs_route(
     request: Request,
     session: ReadSession,
     principal: CurrentPrincipal,
+    context: Context,
     status: Annotated[list[RunStatus] | None, Query(description="Only runs in these statuses.")] = None,
     sort: Annotated[
         str | None, Query(max_length=200, description="A path; '-' first for descending.")
@@ -221,7 +232,7 @@ def list_runs_route(
 ) -> RunPage:
     check_experiment_owner(session, experiment_id, principal)
     query = RunQuery(filters_from_query(request, RUN_QUERY_PARAMS), tuple(status or ()), sort)
-    page = list_runs(session, experiment_id, query, limit=limit, cursor=cursor)
+    page = list_runs(session, experiment_id, query, limit=_page_size(limit, context), cursor=cursor)
     return RunPage(items=[RunOut.of(r) for r in page.items], next_cursor=page.next_cursor)
 
 

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from api.dependencies import Context
 from api.schemas import Health, Readiness
 from gni_engine.errors import GNIError
+from gni_service.migrate import check_schema
 
 router = APIRouter(tags=["health"])
 
@@ -27,7 +28,7 @@ async def healthz() -> Health:
 )
 def readyz(context: Context) -> JSONResponse:
     checks: dict[str, Callable[[], None]] = {
-        "database": context.database.check,
+        "database": lambda: check_schema(context.database.engine),
         "storage": context.store.check,
         "executor": context.executor.check,
     }

@@ -28,6 +28,7 @@ from gni_service.executor.claims import ClaimedRun, requeue_runs, runs_table
 from gni_service.executor.experiment_figures import store_experiment_figures
 from gni_service.executor.recorder import BatchRecorder, Heartbeat
 from gni_service.executor.retrying import is_infrastructure_error, retry_infrastructure
+from gni_service.executor.time_limit import TIME_LIMIT_REASON, SoftTimeLimitExceeded
 from gni_service.experiments import refresh_experiment
 from gni_service.models import Experiment, RunStatus, utcnow
 from gni_service.settings import ServiceSettings
@@ -108,11 +109,14 @@ def execute_batch(context: BatchContext, runs: Sequence[ClaimedRun]) -> None:
                     raise
                 # A bug or an unreadable spec must not leave runs 'running' forever: fail them, saying why.
                 log.exception("batch of %d runs failed before producing outcomes", len(runs))
-                reason = (
-                    error.message
-                    if isinstance(error, GNIError)
-                    else f"internal error: {type(error).__name__}: {error}"
-                )
+                if isinstance(error, SoftTimeLimitExceeded):
+                    reason = TIME_LIMIT_REASON
+                else:
+                    reason = (
+                        error.message
+                        if isinstance(error, GNIError)
+                        else f"internal error: {type(error).__name__}: {error}"
+                    )
                 _retry(context, lambda: _record_failure(context, runs, reason), "recording a failure")
                 checkpoints.discard([run.id for run in runs])
                 return

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from gni_engine.spec import RunSpec
 from gni_service.artifacts import ArtifactUpload, store_artifacts
 from gni_service.db import Database
+from gni_service.executor.time_limit import SoftTimeLimitExceeded
 from gni_service.models import (
     FINISHED_STATUSES,
     Experiment,
@@ -207,6 +208,12 @@ def store_experiment_figures(
             from gni_engine.figures import comparison_figures
 
             files = comparison_figures(inputs, out_dir)
+        except SoftTimeLimitExceeded:
+            # The batch's time limit, not a drawing bug: give the claim back; the reaper redraws.
+            log.warning("drawing the figures of %s was interrupted by a time limit", experiment_id)
+            with database.transaction() as session:
+                _settle(session, claim, FiguresState.pending, "interrupted by the task's time limit")
+            return []
         except Exception as error:
             # A drawing bug fails the same way next time: record it instead of retrying forever.
             log.exception("experiment figures failed for %s", experiment_id)

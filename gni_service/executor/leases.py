@@ -48,6 +48,16 @@ from gni_service.settings import ServiceSettings
 from gni_service.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
+# A batch still queued is announced again after requeue_queued_after_s, then after twice that, …,
+# at most 2**MAX_REANNOUNCE_DOUBLINGS times it: a backlog of hours gets a few copies, not dozens.
+MAX_REANNOUNCE_DOUBLINGS = 4
+LOGGED_IDS = 20  # run ids a log line names (the count says how many there were)
+
+
+def _some(ids: Sequence[str]) -> str:
+    """``[a, b, c]``, or the first :data:`LOGGED_IDS` and how many more."""
+    shown = ", ".join(ids[:LOGGED_IDS])
+    return f"[{shown}{f', … {len(ids) - LOGGED_IDS} more' if len(ids) > LOGGED_IDS else ''}]"
 
 
 @dataclass
@@ -151,6 +161,9 @@ class LeaseReaper:
         self._figures_thread: threading.Thread | None = None
         self._reachable_since: float | None = None
         self._announced_at: dict[str, float] = {}
+        # Re-announcements of a batch still waiting: each doubles the wait before the next, so a
+        # backlog that takes hours to drain gets a few copies of a message, not one per interval.
+        self._reannounced: dict[str, int] = {}
 
     def start(self) -> None:
         if self._thread is not None:
@@ -222,10 +235,14 @@ class LeaseReaper:
                 )
             if report.requeued or report.failed or report.cancelled:
                 log.warning(
-                    "expired leases: %d re-queued, %d failed (attempts used up), %d cancelled",
+                    "expired leases: %d re-queued %s, %d failed (attempts used up) %s, %d cancelled %s",
                     len(report.requeued),
+                    _some(report.requeued),
                     len(report.failed),
+                    _some(report.failed),
                     len(report.cancelled),
+                    _some(report.cancelled),
+                    extra={"run_ids": [*report.requeued, *report.failed, *report.cancelled][:LOGGED_IDS]},
                 )
         keys = set(report.batch_keys)
         reset = self._broker_reset()
@@ -236,13 +253,21 @@ class LeaseReaper:
             log.warning("the broker lost its messages: announcing %d queued batches again", len(waiting))
             keys.update(waiting)
         else:
-            due = now - settings.requeue_queued_after_s
-            keys.update(k for k in waiting if self._announced_at.get(k, float("-inf")) <= due)
+            def due(key: str) -> bool:
+                doublings = min(self._reannounced.get(key, 0), MAX_REANNOUNCE_DOUBLINGS)
+                wait = settings.requeue_queued_after_s * 2.0**doublings
+                return self._announced_at.get(key, float("-inf")) <= now - wait
+
+            stale = {k for k in waiting if due(k)}
+            for key in stale:
+                self._reannounced[key] = self._reannounced.get(key, 0) + 1
+            keys.update(stale)
+            self._reannounced = {k: n for k, n in self._reannounced.items() if k in waiting}
         if keys:
             self._announce(sorted(keys))
             self._announced_at.update(dict.fromkeys(keys, now))
         # Forget announcements old enough to restrict nothing any more.
-        horizon = now - settings.requeue_queued_after_s
+        horizon = now - settings.requeue_queued_after_s * 2.0**MAX_REANNOUNCE_DOUBLINGS
         self._announced_at = {k: t for k, t in self._announced_at.items() if t > horizon}
         return report
 

@@ -16,7 +16,7 @@ from gni_engine.spec import RunSpec
 from gni_engine.sweep import SweepSpec
 from gni_service.db import Database
 from gni_service.executor.batch import BatchContext
-from gni_service.executor.celery_executor import celery_config, plan_messages, queue_for
+from gni_service.executor.celery_executor import RECORDING_S_PER_RUN, celery_config, plan_messages, queue_for
 from gni_service.experiments import create_experiment
 from gni_service.migrate import upgrade_database
 from gni_service.models import Run
@@ -197,6 +197,11 @@ def test_routing_priority_and_time_limits():
     assert small.priority == large.priority == settings.task_default_priority
     assert large.soft_time_limit_s > small.soft_time_limit_s >= 60
     assert large.time_limit_s == large.soft_time_limit_s + 30
+    # Recording (figures, uploads) takes time the FLOPs do not show: a second's worth of FLOPs
+    # a run, but every run's recording counted.
+    tiny = settings.model_copy(update={"task_time_limit_floor_s": 1, "task_flops_per_second": 1e30})
+    [many] = plan_messages({"e/2": [cpu] * 100}, tiny)
+    assert many.soft_time_limit_s >= 100 * RECORDING_S_PER_RUN
 
 
 def test_messages_are_json_only_acked_late_and_prefetched_one_at_a_time():

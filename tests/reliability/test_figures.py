@@ -21,6 +21,7 @@ from gni_service.db import Database
 from gni_service.executor.experiment_figures import _store as store_drawn_figures
 from gni_service.executor.experiment_figures import claim_figures, store_experiment_figures
 from gni_service.executor.leases import LeaseReaper
+from gni_service.executor.time_limit import SoftTimeLimitExceeded
 from gni_service.experiments import refresh_experiment
 from gni_service.migrate import upgrade_database
 from gni_service.models import Artifact, Experiment, FiguresState, MetricPoint, Run, RunStatus, utcnow
@@ -212,6 +213,25 @@ def test_a_drawing_bug_is_recorded_and_not_retried(sqlite_url, tmp_path, fake_dr
     # The worker that finishes an experiment goes through the same claim: no second try there either.
     assert store_experiment_figures(database, local_store(settings), settings, experiment_id) == []
     assert drawing.calls == 1
+    database.dispose()
+
+
+def test_a_time_limit_while_drawing_gives_the_claim_back(sqlite_url, tmp_path, fake_drawing):
+    # Celery's soft time limit interrupts the drawer: not a drawing bug, the reaper draws them later.
+    drawing = fake_drawing(error=SoftTimeLimitExceeded())
+    settings = _settings(tmp_path, sqlite_url)
+    database = Database(sqlite_url)
+    experiment_id = finished_experiment(database)
+    store = local_store(settings)
+    assert store_experiment_figures(database, store, settings, experiment_id) == []
+    record = experiment(database, experiment_id)
+    assert (record.figures_state, record.figures_error) == (
+        FiguresState.pending,
+        "interrupted by the task's time limit",
+    )
+    drawing.error = None
+    assert reaper_of(database, settings, store).redraw_figures() == [experiment_id]
+    assert experiment(database, experiment_id).figures_state == FiguresState.drawn
     database.dispose()
 
 

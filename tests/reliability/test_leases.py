@@ -65,6 +65,42 @@ def test_the_reaper_judges_leases_only_after_a_whole_lease_of_database_and_reann
     now[0] = 31.0
     reaper.run_once()
     assert waiting_key in _flatten(announced[2:])
+    # Still waiting: announced again after 60 s, then 120 s, … (at most 2**4 × 30 s apart), not
+    # every 30 s: a backlog of hours gets a few copies of its message.
+    times = []
+    for second in range(41, 3031, 10):
+        now[0] = float(second)
+        before = len(_flatten(announced))
+        reaper.run_once()
+        if waiting_key in _flatten(announced)[before:]:
+            times.append(second)
+    assert times[:4] == [91, 211, 451, 931]
+    assert all(b - a == 16 * 30 for a, b in zip(times[4:], times[5:], strict=False))
+    database.dispose()
+
+
+def test_the_reapers_log_names_the_runs_it_requeued(tmp_path: Path, caplog):
+    url = f"sqlite:///{tmp_path / 'ids.sqlite3'}"
+    upgrade_database(url)
+    settings = ServiceSettings(data_folder=tmp_path, database_url=url, lease_timeout_s=10)
+    database = Database(url)
+    experiment_id, [key] = submit(database, with_steps(10))
+    with database.transaction() as session:
+        claim_batch(session, key)
+        session.execute(
+            update(Run).where(Run.batch_key == key).values(heartbeat_at=utcnow() - timedelta(hours=1))
+        )
+    now = [0.0]
+    reaper = LeaseReaper(
+        database, settings, lambda keys: None, broker_was_reset=lambda: False, clock=lambda: now[0]
+    )
+    reaper.run_once()
+    now[0] = 10.0
+    with caplog.at_level("WARNING", logger="gni_service.executor.leases"):
+        reaper.run_once()
+    [record] = [r for r in caplog.records if r.getMessage().startswith("expired leases")]
+    assert all(run.id in record.getMessage() for run in runs_of(database, experiment_id))
+    assert record.run_ids == [run.id for run in runs_of(database, experiment_id)]
     database.dispose()
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from api.app import create_app
 from api.dependencies import reading_session
 from gni_service.context import ServiceContext
 from gni_service.db import Database
+from gni_service.migrate import upgrade_database
 
 ERROR_KEYS = {"type", "message", "details"}
 
@@ -74,6 +76,29 @@ def test_an_unreachable_database_is_503_with_retry_after(settings, store, execut
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"]["database"].startswith("unavailable")
+    database.dispose()
+
+
+def test_readiness_wants_a_migrated_schema_not_behind_the_code(settings, store, executor, tmp_path):
+    url = f"sqlite:///{tmp_path / 'schema.sqlite3'}"
+    database = Database(url)
+    context = ServiceContext(settings.model_copy(update={"database_url": url}), database, store, executor)
+    with TestClient(create_app(context=context), raise_server_exceptions=False) as client:
+
+        def database_check() -> tuple[int, str]:
+            ready = client.get("/readyz")
+            return ready.status_code, ready.json()["checks"]["database"]
+
+        status, said = database_check()  # never migrated
+        assert status == 503 and "schema not migrated" in said and "alembic upgrade head" in said
+        upgrade_database(url, "20261127_run_figures")  # behind this code
+        status, said = database_check()
+        assert status == 503 and "schema revision 20261127_run_figures is behind" in said
+        upgrade_database(url)
+        assert database_check() == (200, "ok")
+        with database.engine.begin() as connection:  # a newer release migrated it (rolling upgrade)
+            connection.execute(text("UPDATE alembic_version SET version_num = '20991231_future'"))
+        assert database_check() == (200, "ok")
     database.dispose()
 
 

@@ -318,3 +318,17 @@ def test_an_experiment_without_a_succeeded_run_has_no_figures_to_wait_for(client
         "failed",
         NOTHING_TO_DRAW,
     )
+
+
+def test_a_page_holds_at_most_max_page_size_items(client, settings, app, tiny_spec):
+    app.state.context.settings = settings.model_copy(update={"max_page_size": 2})
+    response = client.get("/v1/experiments", params={"limit": 3})
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0] == {
+        "loc": "limit",
+        "msg": "limit: at most 2 items a page (GNI_MAX_PAGE_SIZE)",
+    }
+    experiment_id = _create(client, tiny_spec, {"seed": [0, 1, 2]}).json()["id"]
+    assert client.get(f"/v1/experiments/{experiment_id}/runs", params={"limit": 3}).status_code == 422
+    page = client.get(f"/v1/experiments/{experiment_id}/runs", params={"limit": 2}).json()
+    assert len(page["items"]) == 2 and page["next_cursor"]
