@@ -58,7 +58,10 @@ def execute_batch_task(self: Task, batch_key: str) -> dict[str, Any]:
         if retries >= max_retries:
             log.error(
                 "batch %s: %s; giving up after %d retries: its runs stay queued until the reaper "
-                "announces them again (GNI_REQUEUE_QUEUED_AFTER_S)", batch_key, error, max_retries
+                "announces them again (GNI_REQUEUE_QUEUED_AFTER_S)",
+                batch_key,
+                error,
+                max_retries,
             )
         else:
             log.warning("batch %s: %s (retry %d of %d)", batch_key, error, retries + 1, max_retries)

@@ -253,6 +253,7 @@ class LeaseReaper:
             log.warning("the broker lost its messages: announcing %d queued batches again", len(waiting))
             keys.update(waiting)
         else:
+
             def due(key: str) -> bool:
                 doublings = min(self._reannounced.get(key, 0), MAX_REANNOUNCE_DOUBLINGS)
                 wait = settings.requeue_queued_after_s * 2.0**doublings
