@@ -11,11 +11,17 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gni_cli.run_command import positive_int
 
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from gni_service.settings import ServiceSettings
+
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOOPBACK_NAMES = LOOPBACK_HOSTS | {"[::1]"}  # as a Host header may write them
 
 
 def register(subparsers: Any) -> None:
@@ -63,10 +69,24 @@ def port_number(text: str) -> int:
     return value
 
 
+def embedded_app(settings: ServiceSettings) -> FastAPI:
+    """The app ``gni serve`` runs. Without authentication it listens on loopback only, and answers
+    only requests addressed to a loopback name: a web page whose domain is re-pointed to 127.0.0.1
+    (DNS rebinding) sends its own Host header and is refused, so it cannot drive the API."""
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    from api.app import create_app
+
+    app = create_app(settings)
+    if settings.auth == "disabled":
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=sorted(LOOPBACK_NAMES))
+    return app
+
+
 def handle_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.app import UVICORN_OPTIONS, create_app
+    from api.app import UVICORN_OPTIONS
     from gni_service.settings import ServiceSettings
 
     overrides: dict[str, str] = {"GNI_MIGRATE_ON_START": "true"}
@@ -92,9 +112,8 @@ def handle_serve(args: argparse.Namespace) -> int:
             "bind to 127.0.0.1\n"
         )
         return 2
-    app = create_app(settings)
     uvicorn.run(
-        app,
+        embedded_app(settings),
         host=args.host,
         port=args.port,
         log_level=settings.log_level.lower(),

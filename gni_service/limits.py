@@ -87,6 +87,20 @@ def check_run_spec(spec: RunSpec, settings: ServiceSettings, prefix: str = "base
         raise _exceeded("max_data_points", points, settings.max_data_points, f"{prefix}.data")
 
 
+def check_server_paths(spec: RunSpec, coords: dict[str, object]) -> None:
+    """Refuse a spec that names a folder of the server: data sets come from its GNI_DATA_DIR only.
+
+    ``data.data_dir`` is for the local command line; through the API it would let any caller make the
+    service (or a worker) open files of its choosing and read parts of them back in a run's error.
+    """
+    if getattr(spec.data, "data_dir", None) is None:
+        return
+    axis = next((p for p in coords if p == "data" or p.startswith("data.")), None)
+    loc = f"axes.{axis}" if axis else "base.data.data_dir"
+    message = f"{loc}: data_dir is not accepted by the service; its data sets are read from GNI_DATA_DIR"
+    raise SpecError(message, details=[{"loc": loc, "msg": message}])
+
+
 def size_variants(sweep: SweepSpec) -> Iterable[tuple[dict[str, object], RunSpec]]:
     """One spec (with its coordinates) per combination of the axes that change a run's size
     (usually just the base)."""
@@ -114,6 +128,7 @@ def check_sweep(sweep: SweepSpec, settings: ServiceSettings) -> None:
         details = [{"loc": "axes", "msg": message, "limit": "max_sweep_runs", "value": size, "max": maximum}]
         raise LimitExceeded(message, details=details)
     for coords, spec in size_variants(sweep):
+        check_server_paths(spec, coords)
         try:
             check_run_spec(spec, settings)
         except LimitExceeded as error:

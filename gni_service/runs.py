@@ -39,8 +39,11 @@ RUN_WITH_OWNER = (
     .join(experiments_table, experiments_table.c.id == runs_table.c.experiment_id)
     .where(runs_table.c.id == bindparam("run_id"))
 )
-_FILTER = re.compile(r"^\s*([A-Za-z0-9_.]+)\s*(!=|<=|>=|=|<|>)\s*(.*?)\s*$", re.DOTALL)
+# No lazy group before a trailing \s*$ (quadratic backtracking): the value is stripped in Python.
+_FILTER = re.compile(r"\s*([A-Za-z0-9_.]+)\s*(!=|<=|>=|=|<|>)(.*)", re.DOTALL)
 MAX_FILTERS = 20
+MAX_FILTER_LENGTH = 1000
+MAX_FILTER_ITEMS = 100  # elements of a list (or object) value; each one is a clause of its own
 MAX_CURSOR_INT = 2**62  # positions and offsets; far beyond any sweep, within a 64-bit column
 
 
@@ -53,16 +56,24 @@ class RunFilter:
 
 def parse_filter(expression: str) -> RunFilter:
     """Read ``PATH OP VALUE``; raises :class:`SpecError` naming the expression when it is not one."""
-    match = _FILTER.match(expression)
+    if len(expression) > MAX_FILTER_LENGTH:
+        raise _bad_filter(expression[:60] + "...", f"at most {MAX_FILTER_LENGTH} characters")
+    match = _FILTER.fullmatch(expression)
     if not match:
         raise _bad_filter(
             expression, "expected PATH OP VALUE with OP one of = != < <= > >=, e.g. summary.ece<0.05"
         )
-    path, op, raw = match.groups()
+    path, op, raw = match.group(1), match.group(2), match.group(3).strip()
     try:
         value: Any = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a value nested ~1000 deep
         value = raw
+    if isinstance(value, list | dict):
+        items = value if isinstance(value, list) else list(value.values())
+        if len(items) > MAX_FILTER_ITEMS or any(isinstance(item, list | dict) for item in items):
+            raise _bad_filter(
+                expression[:200], f"a list or object value holds at most {MAX_FILTER_ITEMS} plain values"
+            )
     if op not in ("=", "!=") and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise _bad_filter(expression, f"'{op}' compares numbers but '{raw}' is not a number")
     if isinstance(value, float) and not math.isfinite(value):

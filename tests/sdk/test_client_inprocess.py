@@ -111,7 +111,7 @@ def test_cancel_then_conflict(client, tiny_spec):
 
 
 @pytest.mark.anyio
-async def test_async_client_end_to_end(async_client: AsyncClient, tiny_spec):
+async def test_async_client_end_to_end(async_client: AsyncClient, tiny_spec, tmp_path):
     async with async_client as sdk:
         created = await sdk.experiments.create(spec=tiny_spec, sweep={"seed": [0, 1, 2]}, validate=False)
         done = await sdk.experiments.wait(created.id, timeout=120, poll_interval=0.2, progress=False)
@@ -126,12 +126,8 @@ async def test_async_client_end_to_end(async_client: AsyncClient, tiny_spec):
         assert created.id in experiments
         run = (await page.get_next_page()).items[0]
         files = await sdk.artifacts.list(run_id=run.id)
-        path = await sdk.artifacts.download(files[0].id, to=str(files[0].id) + "/")
-        try:
-            assert path.stat().st_size == files[0].size
-        finally:
-            path.unlink()
-            path.parent.rmdir()
+        path = await sdk.artifacts.download(files[0].id, to=f"{tmp_path / files[0].id}/")  # a new folder
+        assert path.is_relative_to(tmp_path / files[0].id) and path.stat().st_size == files[0].size
         with pytest.raises(NotFoundError):
             await sdk.runs.get("run_nope")
 

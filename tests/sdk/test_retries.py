@@ -200,3 +200,27 @@ def test_the_exception_tree_is_documented_in_one_place():
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.parametrize(
+    ("run_id", "name", "artifact_id"),
+    [
+        ("../..", "escape.txt", "art_1"),  # a run id that climbs out of runs/
+        ("/tmp/elsewhere", "escape.txt", "art_1"),  # an absolute run id
+        (None, "..", "../escape_id.txt"),  # no usable name: the id stands in, and must be one segment
+    ],
+)
+def test_downloads_never_leave_their_folder_whatever_the_service_sends(tmp_path, run_id, name, artifact_id):
+    # A compromised service (or anyone in the middle of plain http) chooses these fields.
+    record = {"id": artifact_id, "experiment_id": "exp_1", "run_id": run_id, "kind": "results", "name": name}
+
+    def script(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/content"):
+            return httpx.Response(200, content=b"x")
+        return httpx.Response(200, json={"items": [record], "next_cursor": None})
+
+    target = tmp_path / "target"
+    with Client(base_url="http://gni.test", transport=httpx.MockTransport(script), max_retries=0) as client:
+        with pytest.raises(ValueError, match="the service sent an unusable"):
+            client.artifacts.download_all("exp_1", to=target)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []

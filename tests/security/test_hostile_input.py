@@ -149,10 +149,51 @@ def test_hostile_run_filters_are_4xx(db_url, make_app, client_of, error_of, expr
     experiment = client.post("/v1/experiments", content=f'{{"base": {SPEC}}}'.encode(), headers=JSON).json()
     for path in ("runs", "aggregate?metric=summary.test_loss"):
         separator = "&" if "?" in path else "?"
-        response = client.get(f"/v1/experiments/{experiment['id']}/{path}", params={"filter": expression})
+        route, _, query = path.partition("?")
+        params = dict([query.split("=")]) if query else {}  # params= replaces a URL's own query
+        response = client.get(
+            f"/v1/experiments/{experiment['id']}/{route}", params={**params, "filter": expression}
+        )
         assert 400 <= response.status_code < 500 or response.status_code == 200, response.text
         if response.status_code != 200:
             error_of(response, response.status_code)
         raw = expression.replace("\x00", "%00")
         response = client.get(f"/v1/experiments/{experiment['id']}/{path}{separator}{raw}")
         assert response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "seed=" + "[" * 600 + "]" * 600,  # a RecursionError in json.loads, then in SQL: was a 500
+        "seed=[" + ",".join(["0"] * 2000) + "]",  # 2,000 clauses: SQLite's expression depth, was a 503
+        "seed=[[0], [1]]",
+        "seed=x" + " " * 60_000 + "y",  # a lazy group before \s*$ backtracked quadratically (17 s)
+    ],
+)
+def test_filters_too_long_large_or_nested_are_422(db_url, make_app, client_of, error_of, expression):
+    client = client_of(make_app(db_url))
+    experiment = client.post("/v1/experiments", content=f'{{"base": {SPEC}}}'.encode(), headers=JSON).json()
+    for path, params in (("runs", {}), ("aggregate", {"metric": "summary.test_loss"})):
+        response = client.get(
+            f"/v1/experiments/{experiment['id']}/{path}", params={**params, "filter": expression}
+        )
+        assert error_of(response, 422, "spec_error")["details"][0]["loc"] == "filter"
+
+
+def test_a_data_folder_named_in_a_spec_is_refused_by_the_service(db_url, make_app, client_of, error_of):
+    # data_dir is for the command line: through the API it would make the server open folders of the
+    # caller's choosing (and echo parts of their files in a run's error).
+    client = client_of(make_app(db_url))
+    boston = {"task": "regression", "data": {"name": "boston", "data_dir": "/etc"}, "training": {"steps": 2}}
+    plain = {**boston, "data": {"name": "boston"}}
+    for body, loc in (
+        ({"base": boston}, "base.data.data_dir"),
+        ({"base": plain, "axes": {"data.data_dir": [None, "/etc"]}}, "axes.data.data_dir"),
+        ({"base": plain, "axes": {"data": [{"name": "boston", "data_dir": "~/.ssh"}]}}, "axes.data"),
+    ):
+        for dry_run in ("true", "false"):
+            response = client.post(f"/v1/experiments?dry_run={dry_run}", json=body)
+            detail = error_of(response, 422, "spec_error")["details"][0]
+            assert detail["loc"] == loc and "GNI_DATA_DIR" in detail["msg"]
+    assert client.get("/v1/experiments").json()["items"] == []

@@ -6,10 +6,13 @@ import io
 import json
 import logging
 
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import update
 
+from gni_cli.serve_command import embedded_app
 from gni_service.models import Run, RunStatus, utcnow
+from gni_service.settings import ServiceSettings
 from gni_service.structured_logging import configure_logging, log_context
 
 
@@ -82,3 +85,15 @@ def test_metrics_report_runs_queue_heartbeats_and_request_durations(
     post = ("method", "POST"), ("route", "/v1/experiments"), ("status", "202")
     assert samples[("gni_http_request_duration_seconds_count", post)] == 1.0
     assert ("gni_http_request_duration_seconds_count", post) not in _samples(other.get("/metrics").text)
+
+
+def test_the_embedded_server_without_keys_answers_only_loopback_names(tmp_path):
+    # DNS rebinding: a page on attacker.example re-pointed to 127.0.0.1 sends its own Host header.
+    open_settings = ServiceSettings(data_folder=tmp_path / "open", migrate_on_start=True)
+    with TestClient(embedded_app(open_settings), base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/healthz").status_code == 200
+        assert client.get("/healthz", headers={"Host": "localhost:8000"}).status_code == 200
+        assert client.get("/v1/experiments", headers={"Host": "attacker.example"}).status_code == 400
+    keyed = ServiceSettings(data_folder=tmp_path / "keyed", migrate_on_start=True, auth="required")
+    with TestClient(embedded_app(keyed), base_url="http://gni.example.org") as client:
+        assert client.get("/healthz").status_code == 200  # with keys, any name (behind a proxy)

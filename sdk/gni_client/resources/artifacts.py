@@ -33,12 +33,23 @@ def list_options(experiment_id: str | None, run_id: str | None, include_runs: bo
     return RequestOptions("GET", experiment_path(experiment_id, "artifacts"), params=params)
 
 
+def _safe_parts(text: str) -> list[str]:
+    """``text``'s path segments without roots, ``.``, ``..`` or drive letters (``C:``)."""
+    parts = PurePosixPath(text.replace("\\", "/")).parts
+    return [p for p in parts if p not in ("", ".", "..", "/") and ":" not in p]
+
+
+def _segment(text: str, what: str) -> str:
+    """One path segment made of a service id; anything else (``..``, ``a/b``, ``/abs``) is refused."""
+    if _safe_parts(text) != [text]:
+        raise ValueError(f"the service sent an unusable {what} {text!r} for a file name")
+    return text
+
+
 def relative_name(artifact: Artifact) -> PurePosixPath:
     """The artifact's name as a safe relative path (``figures/function.png``; no ``..``, no root)."""
-    parts = [
-        p for p in PurePosixPath(artifact.name.replace("\\", "/")).parts if p not in ("", ".", "..", "/")
-    ]
-    return PurePosixPath(*parts) if parts else PurePosixPath(artifact.id)
+    parts = _safe_parts(artifact.name)
+    return PurePosixPath(*parts) if parts else PurePosixPath(_segment(artifact.id, "artifact id"))
 
 
 def destination(artifact: Artifact, to: PathLike) -> Path:
@@ -52,8 +63,9 @@ def destination(artifact: Artifact, to: PathLike) -> Path:
 def layout(artifact: Artifact, root: PathLike) -> Path:
     """Where :meth:`Artifacts.download_all` puts an artifact: experiment files at the top, a run's in
     ``runs/<run id>/``."""
-    base = Path(root) if artifact.run_id is None else Path(root) / "runs" / artifact.run_id
-    return base / relative_name(artifact)
+    if artifact.run_id is None:
+        return Path(root) / relative_name(artifact)
+    return Path(root) / "runs" / _segment(artifact.run_id, "run id") / relative_name(artifact)
 
 
 def _filter(artifacts: Iterable[Artifact], kind: str | None) -> list[Artifact]:
