@@ -152,8 +152,26 @@ def run_sweep_to_folder(
         (out / "sweep.json").write_text(
             json.dumps({"sweep": sweep.model_dump(mode="json"), "runs": table}, indent=2)
         )
+        if figures:
+            _comparison_figures(runs, outcomes, out_dirs, out / "figures")
     _print_table(runs, outcomes, out)
     return 0 if all(o.status == "succeeded" for o in outcomes) else 1
+
+
+def _comparison_figures(runs: Any, outcomes: Any, out_dirs: list[Path], figures_dir: Path) -> None:
+    """The arms of the sweep side by side, as the service and the presets draw them, from metrics.csv."""
+    import csv
+
+    from gni_engine.figures import comparison_figures
+
+    done = []
+    for (coords, spec), outcome, folder in zip(runs, outcomes, out_dirs, strict=True):
+        if outcome.status == "succeeded":
+            with (folder / "metrics.csv").open(newline="") as f:
+                rows = [{k: r[k] for k in ("step", "name", "value")} for r in csv.DictReader(f)]
+            done.append((coords, spec, rows, outcome.summary))
+    if done:
+        comparison_figures(done, figures_dir)
 
 
 class _Progress:

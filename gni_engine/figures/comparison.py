@@ -26,6 +26,7 @@ from gni_engine.figures.style import (
     EXTRA_COLOURS,
     MetricLike,
     as_rows,
+    log_if_decades,
     metric_names,
     new_figure,
     save,
@@ -134,15 +135,21 @@ def curves_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     for ax, (name, label, scale) in zip(axes, present, strict=True):
         for g in groups:
             _band(ax, g.rows, name, g.colour, g.label)
+        if scale == "log":
+            scale = log_if_decades(*(series(r, name)[1] for g in groups for r in g.rows))
         ax.set(xlabel="training step", ylabel=label, yscale=scale, title=label.capitalize())
+        if scale == "linear":
+            ax.ticklabel_format(axis="y", useOffset=False)
     axes[0].legend(fontsize="small")
-    fig.suptitle(f"Training curves per arm (mean over seeds, band = min–max; {_seeds(groups)})")
+    fig.suptitle(f"Training curves per arm\n(mean over seeds, band = min–max; {_seeds(groups)})")
     return save(fig, out, "loss_curves")
 
 
 def _seeds(groups: list[Group]) -> str:
     counts = sorted({len(g.rows) for g in groups})
-    return f"{counts[0]} seeds" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} seeds"
+    if len(counts) > 1:
+        return f"{counts[0]}–{counts[-1]} seeds"
+    return "1 seed" if counts[0] == 1 else f"{counts[0]} seeds"
 
 
 def layer_norms_figure(groups: list[Group], out: Path) -> dict[str, Path]:
@@ -181,7 +188,7 @@ def dynamics_figure(groups: list[Group], out: Path) -> dict[str, Path]:
         image = draw_heatmap(ax, steps, freqs, mean)
         ax.set_title(g.label)
     assert image is not None
-    fig.colorbar(image, ax=list(axes), label="amplitude 2|c_K|/A_K, seed mean")
+    fig.colorbar(image, ax=list(axes), label="amplitude 2|c_K| / |A_K|, seed mean", extend="max")
     fig.suptitle("Spectral dynamics: amplitude of each target frequency over training")
     return save(fig, out, "spectral_dynamics")
 
@@ -190,7 +197,9 @@ def final_spectrum_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     with_spec = [g for g in groups if all("spectrum_final" in s for s in g.summaries)]
     if not with_spec:
         return {}
-    freqs = list(with_spec[0].summaries[0]["spectrum_final"])
+    # Keys are frequency labels ("5", "10", "2.5"): order them by value, not by the dict's order,
+    # which a sort_keys JSON round trip (results.json) or JSONB makes lexicographic ("10" < "5").
+    freqs = sorted({f for g in with_spec for s in g.summaries for f in s["spectrum_final"]}, key=float)
     fig = new_figure(width=7.5)
     ax = fig.add_subplot()
     width = 0.8 / len(with_spec)
@@ -220,37 +229,50 @@ def final_spectrum_figure(groups: list[Group], out: Path) -> dict[str, Path]:
 
 def r_vs_gap_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     points = [
-        (float(s["R_total"]), float(s["noise_gap"]), spec.injection_sigmas())
+        (float(s["R_total"]), float(s["noise_gap"]), spec.injection_sigmas(), g.mode)
         for g in groups
         for s, spec in zip(g.summaries, g.specs, strict=True)
         if s.get("R_total") is not None and s.get("noise_gap") is not None and float(s["R_total"]) > 0
     ]
-    if not points:
+    # A Monte-Carlo gap can come out <= 0; on log axes it has no place (clipping it to 1e-12 stretched
+    # the axes over ten decades and drew a value that was never measured): count it in the title.
+    shown = [p for p in points if p[1] > 0]
+    if not shown:
         return {}
     fig = new_figure(height=4.0)
     ax = fig.add_subplot()
-    levels = sorted({round(max(sig) ** 2, 6) for _, _, sig in points})
+    levels = sorted({round(max(sig) ** 2, 6) for _, _, sig, _ in shown})
+    modes = list(dict.fromkeys(mode for *_, mode in shown))
+    markers = dict(zip(modes, "o^sDv", strict=False))
     for i, level in enumerate(levels):
-        chosen = [(r, gap) for r, gap, sig in points if round(max(sig) ** 2, 6) == level]
-        r_vals, gaps = np.asarray(chosen).T
-        ax.scatter(
-            r_vals,
-            np.clip(gaps, 1e-12, None),
-            s=10,
-            alpha=0.6,
-            color=EXTRA_COLOURS[i % len(EXTRA_COLOURS)],
-            label=f"σ² = {level:g}",
-        )
-    lo = min(min(p[0] for p in points), min(max(p[1], 1e-12) for p in points))
-    hi = max(max(p[0] for p in points), max(p[1] for p in points))
+        for mode in modes:
+            chosen = [(r, gap) for r, gap, sig, m in shown if round(max(sig) ** 2, 6) == level and m == mode]
+            if not chosen:
+                continue
+            r_vals, gaps = np.asarray(chosen).T
+            arm = f", {ARM_NAMES.get(mode, mode)}" if len(modes) > 1 else ""
+            ax.scatter(
+                r_vals,
+                gaps,
+                s=14,
+                alpha=0.7,
+                marker=markers.get(mode, "o"),
+                color=EXTRA_COLOURS[i % len(EXTRA_COLOURS)],
+                label=f"σ² = {level:g}{arm}",
+            )
+    values = [v for r, gap, _, _ in shown for v in (r, gap)]
+    lo, hi = min(values), max(values)
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="identity: gap = R")
+    scale = log_if_decades(values)  # less than a decade: log ticks overlap
     ax.set(
-        xscale="log",
-        yscale="log",
+        xscale=scale,
+        yscale=scale,
         xlabel="explicit regulariser R",
         ylabel="Monte-Carlo gap E[L(noisy)] − L(clean)",
     )
-    ax.set_title(f"R against the actual effect of the noise ({len(points)} networks)")
+    hidden = len(points) - len(shown)
+    note = f"; {hidden} with gap ≤ 0 not shown" if hidden else ""
+    ax.set_title(f"R against the actual effect of the noise\n({len(shown)} networks{note})")
     ax.legend(fontsize="small")
     return save(fig, out, "r_vs_gap")
 
@@ -279,7 +301,8 @@ def reliability_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     for ax, g in zip(axes, with_rel, strict=True):
         draw_reliability(ax, _pooled_reliability(g.summaries))
         eces = np.asarray([s["ece"] for s in g.summaries], dtype=float)
-        ax.set_title(f"{g.label}\nECE {eces.mean():.3f} ± {eces.std():.3f}")
+        spread = f" ± {eces.std():.3f}" if len(eces) > 1 else ""  # no '± 0.000' from one seed
+        ax.set_title(f"{g.label}\nECE {eces.mean():.3f}{spread}")
     axes[0].legend(loc="upper left", fontsize="x-small")
     fig.suptitle(f"Reliability diagrams (held-out data, {_seeds(with_rel)} pooled)")
     return save(fig, out, "reliability")

@@ -100,6 +100,19 @@ def metric_names(rows: Sequence[MetricRow], prefix: str) -> list[str]:
     return sorted(names, key=key)
 
 
+def log_if_decades(*arrays: Any, decades: float = 1.0) -> str:
+    """'log' where the positive values span at least ``decades`` powers of ten, else 'linear'.
+
+    A log axis over less than a decade gets only minor ticks, labelled '2.4×10⁻¹ 2.6×10⁻¹ …' until
+    they overlap; such a range reads better on a linear axis.
+    """
+    values = np.concatenate([np.ravel(np.asarray(a, dtype=float)) for a in arrays] or [np.zeros(0)])
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size < 2:
+        return "linear"
+    return "log" if np.log10(values.max() / values.min()) >= decades else "linear"
+
+
 def frequency_of(name: str) -> float:
     """'amplitude_15Hz' → 15.0."""
     return float(name.removeprefix("amplitude_").removesuffix("Hz"))

@@ -119,6 +119,9 @@ def test_gni_run_command_sweep_and_no_batch_agree(tmp_path: Path, capsys):
         assert x["coords"] == y["coords"]
         assert x["summary"]["train_loss"] == pytest.approx(y["summary"]["train_loss"], abs=1e-10)
         assert x["summary"]["batch_runs"] == 4 and y["summary"]["batch_runs"] == 1
+    # The arms side by side, as the service and the presets draw them (not with --no-figures).
+    assert (tmp_path / "batched" / "figures" / "loss_curves.png").is_file()
+    assert not (tmp_path / "single" / "figures").exists()
 
 
 def test_gni_run_without_figures_writes_everything_else(tmp_path: Path, capsys):

@@ -1,0 +1,174 @@
+"""Figures readable without the code: no text outside the canvas, no overlapping tick labels, and
+the specific choices (frequency order, σ in titles, axis scales, gaps ≤ 0) checked on real runs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.text
+import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import gni_engine.figures.comparison as comparison
+import gni_engine.figures.run as run_module
+from gni_engine.data import build_dataset
+from gni_engine.figures.style import as_rows, log_if_decades
+from gni_engine.spec import RunSpec, parse_run_spec
+from gni_engine.training import train_batch
+
+REGRESSION: dict[str, Any] = {
+    "task": "regression",
+    "data": {"name": "sinusoids", "n_points": 64, "frequencies": [2.0, 5.0, 10.0, 20.0]},
+    "model": {"hidden": [16, 16]},
+    "training": {"steps": 40, "lr": 0.01},
+    "analyses": {"record_every": 10, "noise_gap_samples": 8},
+}
+CLASSIFICATION: dict[str, Any] = {
+    "task": "classification",
+    "data": {"name": "two_moons", "n_points": 96},
+    "model": {"hidden": [16]},
+    "training": {"steps": 40, "lr": 0.05},
+    "analyses": {"record_every": 10, "noise_gap_samples": 8},
+}
+
+
+def _specs(base: dict[str, Any]) -> list[RunSpec]:
+    return [
+        parse_run_spec(
+            {**base, "training": {**base["training"], "mode": mode}, "noise": {"sigma": sigma}, "seed": seed}
+        )
+        for mode, sigma in (("baseline", 0.1), ("gni", 0.03), ("gni", 0.3), ("explicit", 0.3))
+        for seed in (0, 1)
+    ]
+
+
+class Checked:
+    """Replaces the figure modules' ``save``: lays each figure out and records what is unreadable."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.figures: dict[str, Figure] = {}
+
+    def save(self, fig: Figure, out_dir: Path, stem: str) -> dict[str, Path]:
+        canvas = FigureCanvasAgg(fig)  # the figures are bare Figure objects, as the real save draws them
+        canvas.draw()  # constrained layout included
+        renderer = canvas.get_renderer()
+        width, height = fig.bbox.width, fig.bbox.height
+        ticks: set[int] = set()
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                drawn = []
+                for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                    ticks |= {id(tick.label1), id(tick.label2)}
+                    if tick.label1.get_visible() and tick.label1.get_text() and tick.get_visible():
+                        lo, hi = sorted(axis.get_view_interval())
+                        if lo - 1e-12 <= tick.get_loc() <= hi + 1e-12:
+                            drawn.append(tick.label1)
+                boxes = [label.get_window_extent(renderer) for label in drawn]
+                for i, a in enumerate(boxes):
+                    for j in range(i + 1, len(boxes)):
+                        if a.overlaps(boxes[j]) and drawn[i].get_text() != drawn[j].get_text():
+                            self.problems.append(
+                                f"{stem}: tick labels overlap ({drawn[i].get_text()}, {drawn[j].get_text()})"
+                            )
+        for text in fig.findobj(matplotlib.text.Text):
+            if id(text) in ticks or not text.get_visible() or not text.get_text().strip():
+                continue
+            box = text.get_window_extent(renderer)
+            if box.x0 < -1 or box.x1 > width + 1 or box.y0 < -1 or box.y1 > height + 1:
+                self.problems.append(f"{stem}: text outside the figure: {text.get_text()[:60]!r}")
+        self.figures[f"{out_dir.name}/{stem}"] = fig
+        return {f"{stem}.png": out_dir / f"{stem}.png"}
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Checked]:
+    checked = Checked()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(comparison, "save", checked.save)
+    patch.setattr(run_module, "save", checked.save)
+    root = tmp_path_factory.mktemp("figures")
+    try:
+        for name, base in (("regression", REGRESSION), ("classification", CLASSIFICATION)):
+            specs = _specs(base)
+            states = train_batch(specs)
+            dataset = build_dataset(specs[0])
+            for i, state in enumerate(states):
+                run_module.run_figures(state, dataset, root / f"{name}-run{i}")
+            runs = [
+                (
+                    {
+                        "training.mode": s.spec.training.mode,
+                        "noise.sigma": s.spec.noise.sigma,
+                        "seed": s.spec.seed,
+                    },
+                    s.spec,
+                    as_rows(s.metrics),
+                    s.summary,
+                )
+                for s in states
+            ]
+            comparison.comparison_figures(runs, root / name)
+        yield checked
+    finally:
+        patch.undo()
+
+
+def test_every_figure_keeps_its_text_on_the_canvas_and_its_tick_labels_apart(drawn: Checked):
+    assert len(drawn.figures) >= 30
+    assert drawn.problems == []
+
+
+def test_per_run_titles_say_which_sigma_and_seed(drawn: Checked):
+    title = drawn.figures["regression-run2/loss_curves"].axes[0].get_title()
+    assert "σ = 0.03" in title and "seed 0" in title
+    assert "σ" not in drawn.figures["regression-run0/loss_curves"].axes[0].get_title()  # baseline
+
+
+def test_the_final_spectrum_orders_frequencies_by_value_whatever_the_key_order():
+    checked = Checked()
+    spec = parse_run_spec(REGRESSION)
+    summaries = [
+        {"spectrum_final": {"10": 0.2, "2": 0.9, "5": 0.5}},
+        {"spectrum_final": {"5": 0.4, "10": 0.1, "2": 0.8}},
+    ]
+    runs = [({"seed": i}, spec, [], s) for i, s in enumerate(summaries)]
+    patch = pytest.MonkeyPatch()
+    patch.setattr(comparison, "save", checked.save)
+    try:
+        comparison.final_spectrum_figure(comparison.group_runs(runs), Path("unused"))
+    finally:
+        patch.undo()
+    ax = checked.figures["unused/final_spectrum"].axes[0]
+    assert [label.get_text() for label in ax.get_xticklabels()] == ["2", "5", "10"]
+
+
+def test_a_gap_at_or_below_zero_is_counted_not_drawn():
+    checked = Checked()
+    spec = parse_run_spec({**REGRESSION, "training": {**REGRESSION["training"], "mode": "gni"}})
+    summaries = [
+        {"R_total": r, "noise_gap": gap} for r, gap in ((1e-3, 1.1e-3), (1e-2, 0.9e-2), (1e-1, -2e-5))
+    ]
+    runs = [({"seed": i}, spec, [], s) for i, s in enumerate(summaries)]
+    patch = pytest.MonkeyPatch()
+    patch.setattr(comparison, "save", checked.save)
+    try:
+        comparison.r_vs_gap_figure(comparison.group_runs(runs), Path("unused"))
+    finally:
+        patch.undo()
+    ax = checked.figures["unused/r_vs_gap"].axes[0]
+    assert "1 with gap ≤ 0 not shown" in ax.get_title()
+    assert ax.get_yscale() == "log" and ax.get_ylim()[0] > 1e-6  # not stretched down to a clipped 1e-12
+
+
+def test_log_axes_only_where_values_span_a_decade():
+    assert log_if_decades([2.25, 2.5]) == "linear"
+    assert log_if_decades([2.3, 0.1]) == "log"
+    assert log_if_decades([0.0, -1.0, 5.0]) == "linear"  # one positive value: nothing to span
