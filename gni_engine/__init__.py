@@ -4,4 +4,4 @@ A pure library: it imports torch, numpy and pydantic, never the web, queue or da
 Importing the package itself is cheap; the numerical modules import torch.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
