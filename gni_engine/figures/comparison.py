@@ -12,6 +12,7 @@ coordinate except ``seed``; a group's curve is the mean over its seeds with a mi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,16 @@ class Group:
 def group_runs(runs: Sequence[ComparisonRun]) -> list[Group]:
     """Groups in first-seen order; labelled by arm name plus any other varying coordinate."""
     groups: dict[str, Group] = {}
+    # An axis of one value (``training.lr: [1e-3]``) names nothing that tells the arms apart.
+    seen: dict[str, set[str]] = {}
+    for coords, *_ in runs:
+        for k, v in coords.items():
+            seen.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    varying = {k for k, values in seen.items() if len(values) > 1}
     for coords, spec, metrics, summary in runs:
-        others = {k: v for k, v in coords.items() if k not in SEED_KEYS and k != "training.mode"}
+        others = {
+            k: v for k, v in coords.items() if k in varying and k not in SEED_KEYS and k != "training.mode"
+        }
         mode = spec.training.mode
         label = (
             ARM_NAMES.get(mode, mode)

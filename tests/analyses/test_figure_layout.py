@@ -172,3 +172,20 @@ def test_log_axes_only_where_values_span_a_decade():
     assert log_if_decades([2.25, 2.5]) == "linear"
     assert log_if_decades([2.3, 0.1]) == "log"
     assert log_if_decades([0.0, -1.0, 5.0]) == "linear"  # one positive value: nothing to span
+
+
+def test_arms_are_labelled_by_what_varies_across_the_runs():
+    spec = parse_run_spec({**REGRESSION, "training": {**REGRESSION["training"], "mode": "baseline"}})
+    gni = parse_run_spec({**REGRESSION, "training": {**REGRESSION["training"], "mode": "gni"}})
+    # training.lr is an axis of one value: it tells no arm apart, and the arms keep their names.
+    one_value = [
+        ({"training.mode": s.training.mode, "training.lr": 1e-3, "seed": 0}, s, [], {}) for s in (spec, gni)
+    ]
+    assert [g.label for g in comparison.group_runs(one_value)] == [
+        "baseline (no noise)",
+        "GNI (noisy training)",
+    ]
+    two_values = [
+        ({"training.mode": "gni", "noise.sigma": sigma, "seed": 0}, gni, [], {}) for sigma in (0.03, 0.3)
+    ]
+    assert [g.label for g in comparison.group_runs(two_values)] == ["gni, sigma=0.03", "gni, sigma=0.3"]
