@@ -14,11 +14,13 @@ keeps the same key on every retry, so the service creates the experiment once.
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import os
 import platform
 import random
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -70,6 +72,11 @@ class RequestOptions:
     max_retries: int | None = None
 
 
+def new_idempotency_key() -> str:
+    """A fresh ``Idempotency-Key``: sent with every retry of one POST, so the service applies it once."""
+    return f"gni-{uuid.uuid4()}"
+
+
 def _clean_params(params: Params | None) -> dict[str, Any]:
     """Drop ``None`` values; lists become repeated parameters (``?filter=a&filter=b``)."""
     if not params:
@@ -100,9 +107,12 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
         return float(raw)
     except ValueError:
         pass
-    parsed = email.utils.parsedate_to_datetime(raw) if raw.strip() else None
-    if parsed is None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(raw)
+    except (TypeError, ValueError, IndexError):  # neither seconds nor an HTTP date: ignore it
         return None
+    if parsed.tzinfo is None:  # "-0000" means UTC, not the local time zone
+        parsed = parsed.replace(tzinfo=datetime.UTC)
     return parsed.timestamp() - time.time()
 
 
@@ -244,7 +254,7 @@ class SyncAPIClient(BaseClient[httpx.Client]):
         while True:
             request = self._build_request(options)
             try:
-                response = self._client.send(request, stream=stream)
+                response = self._client.send(request, stream=stream, follow_redirects=True)
             except httpx.TransportError as error:
                 if retries_taken >= retries:
                     raise _connection_error(error, request) from error
@@ -254,8 +264,16 @@ class SyncAPIClient(BaseClient[httpx.Client]):
             if response.is_success:
                 return response
             if stream:
-                response.read()
-                response.close()
+                try:
+                    response.read()
+                except httpx.TransportError as error:
+                    if retries_taken >= retries:
+                        raise _connection_error(error, request) from error
+                    self._sleep(backoff_delay(retries_taken, None))
+                    retries_taken += 1
+                    continue
+                finally:
+                    response.close()
             if retries_taken < retries and should_retry(response):
                 self._sleep(backoff_delay(retries_taken, response))
                 retries_taken += 1
@@ -314,7 +332,7 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
         while True:
             request = self._build_request(options)
             try:
-                response = await self._client.send(request, stream=stream)
+                response = await self._client.send(request, stream=stream, follow_redirects=True)
             except httpx.TransportError as error:
                 if retries_taken >= retries:
                     raise _connection_error(error, request) from error
@@ -324,8 +342,16 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
             if response.is_success:
                 return response
             if stream:
-                await response.aread()
-                await response.aclose()
+                try:
+                    await response.aread()
+                except httpx.TransportError as error:
+                    if retries_taken >= retries:
+                        raise _connection_error(error, request) from error
+                    await self._sleep(backoff_delay(retries_taken, None))
+                    retries_taken += 1
+                    continue
+                finally:
+                    await response.aclose()
             if retries_taken < retries and should_retry(response):
                 await self._sleep(backoff_delay(retries_taken, response))
                 retries_taken += 1

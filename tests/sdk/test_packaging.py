@@ -35,3 +35,29 @@ def test_generated_schema_and_types_are_current():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.main(["--check"]) == 0, "run scripts/generate_sdk_types.py"
+
+
+def test_the_sdks_types_read_every_field_the_service_answers(tmp_path):
+    """No drift: each response model's JSON fields are the OpenAPI schema's properties, both ways."""
+    from gni_client import types
+
+    from api.app import create_app
+    from gni_service.settings import ServiceSettings
+
+    schemas = create_app(ServiceSettings(data_folder=tmp_path)).openapi()["components"]["schemas"]
+    pairs = {
+        "ExperimentOut": types.Experiment,
+        "RunOut": types.Run,
+        "ArtifactOut": types.Artifact,
+        "AggregateOut": types.Aggregate,
+        "AggregateGroupOut": types.AggregateGroup,
+        "MetricsOut": types.RunMetrics,
+        "SeriesOut": types.MetricSeries,
+        "MetricStatsOut": types.MetricStats,
+        "StatusCounts": types.StatusCounts,
+        "Progress": types.Progress,
+        "ExperimentPlanOut": types.ExperimentPlan,
+        "PlannedRun": types.PlannedRun,
+    }
+    for name, model in pairs.items():
+        assert set(types.model_fields(model)) == set(schemas[name]["properties"]), name

@@ -224,3 +224,76 @@ def test_downloads_never_leave_their_folder_whatever_the_service_sends(tmp_path,
         with pytest.raises(ValueError, match="the service sent an unusable"):
             client.artifacts.download_all("exp_1", to=target)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("header", ["soon", "Wed, 99 Foo 2015 07:28:00 GMT", ""])
+def test_a_retry_after_that_is_neither_seconds_nor_a_date_is_ignored(header):
+    script = Script(
+        error(503, "unavailable", "busy", headers={"Retry-After": header}),
+        httpx.Response(200, json=EXPERIMENT),
+    )
+    sleeps: list[float] = []
+    assert make_client(script, sleeps, max_retries=2).experiments.get("exp_1").id == "exp_1"
+    assert len(sleeps) == 1 and 0 < sleeps[0] <= 0.5  # the normal first backoff
+
+
+def test_a_download_follows_the_stores_redirect_with_a_callers_http_client(tmp_path):
+    record = {
+        "id": "art_1",
+        "experiment_id": "exp_1",
+        "run_id": "run_1",
+        "kind": "results",
+        "name": "results.json",
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "store.test":
+            return httpx.Response(200, content=b"{}")
+        if request.url.path.endswith("/content"):
+            return httpx.Response(307, headers={"Location": "http://store.test/bucket/key?signature=x"})
+        return httpx.Response(200, json=record)
+
+    own = httpx.Client(transport=httpx.MockTransport(answer))  # follow_redirects left False, httpx's default
+    with Client(base_url="http://gni.test", http_client=own) as client:
+        path = client.artifacts.download("art_1", to=f"{tmp_path}/")
+    assert path.read_bytes() == b"{}"
+    own.close()
+
+
+def test_an_error_body_broken_mid_read_is_a_connection_error_after_the_retries():
+    closed = []
+
+    class Broken(httpx.SyncByteStream):
+        def __iter__(self):
+            yield b'{"error": '
+            raise httpx.ReadError("connection reset")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    record = {"id": "art_1", "experiment_id": "exp_1", "run_id": None, "kind": "figure", "name": "a.png"}
+    requests = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("/content"):
+            return httpx.Response(200, json=record)
+        requests.append(request)
+        return httpx.Response(503, stream=Broken())
+
+    client = Client(base_url="http://gni.test", transport=httpx.MockTransport(answer), max_retries=2)
+    client._sleep = lambda seconds: None  # type: ignore[method-assign]
+    with pytest.raises(APIConnectionError):
+        client.artifacts.download("art_1", to="unused/")
+    assert len(requests) == 3 and len(closed) == 3
+
+
+def test_cancels_carry_one_idempotency_key_across_retries():
+    run = {"id": "run_1", "experiment_id": "exp_1", "status": "running", "position": 0}
+    for cancel, answer in (
+        (lambda c: c.runs.cancel("run_1"), run),
+        (lambda c: c.experiments.cancel("exp_1"), EXPERIMENT),
+    ):
+        script = Script(httpx.ReadTimeout("answer lost"), httpx.Response(200, json=answer))
+        cancel(make_client(script, []))
+        keys = [r.headers.get("Idempotency-Key") for r in script.requests]
+        assert len(keys) == 2 and keys[0] and keys[0] == keys[1]

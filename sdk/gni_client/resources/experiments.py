@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from gni_client._base_client import NOT_GIVEN, RequestOptions, Timeout, _NotGiven
+from gni_client._base_client import NOT_GIVEN, RequestOptions, Timeout, _NotGiven, new_idempotency_key
 from gni_client._exceptions import WaitTimeoutError
 from gni_client._progress import ProgressBar
 from gni_client.pagination import AsyncCursorPage, AsyncPaginator, SyncCursorPage
@@ -89,7 +88,7 @@ def create_options(
         "/v1/experiments",
         params={"dry_run": "true"} if dry_run else None,
         json=body,
-        idempotency_key=idempotency_key or f"gni-{uuid.uuid4()}",
+        idempotency_key=idempotency_key or new_idempotency_key(),
         timeout=timeout,
     )
 
@@ -264,7 +263,10 @@ class Experiments:
 
     def cancel(self, experiment_id: str) -> Experiment:
         """Cancel queued runs now and running ones between two steps (cancelling twice is harmless)."""
-        data = self._client.request(RequestOptions("POST", experiment_path(experiment_id, "cancel")))
+        options = RequestOptions(
+            "POST", experiment_path(experiment_id, "cancel"), idempotency_key=new_idempotency_key()
+        )
+        data = self._client.request(options)
         return Experiment.from_dict(data)
 
     def wait(
@@ -414,7 +416,10 @@ class AsyncExperiments:
         return AsyncPaginator(lambda: fetch(None))
 
     async def cancel(self, experiment_id: str) -> Experiment:
-        data = await self._client.request(RequestOptions("POST", experiment_path(experiment_id, "cancel")))
+        options = RequestOptions(
+            "POST", experiment_path(experiment_id, "cancel"), idempotency_key=new_idempotency_key()
+        )
+        data = await self._client.request(options)
         return Experiment.from_dict(data)
 
     async def wait(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from gni_client._base_client import RequestOptions
+from gni_client._base_client import RequestOptions, new_idempotency_key
 from gni_client.pagination import AsyncCursorPage, AsyncPaginator, SyncCursorPage
 from gni_client.resources._paths import as_list, experiment_path, join_list, run_path
 from gni_client.types import Run, RunMetrics, RunStatus
@@ -94,7 +94,8 @@ class Runs:
         return RunMetrics.from_dict(self._client.request(options))
 
     def cancel(self, run_id: str) -> Run:
-        return Run.from_dict(self._client.request(RequestOptions("POST", run_path(run_id, "cancel"))))
+        options = RequestOptions("POST", run_path(run_id, "cancel"), idempotency_key=new_idempotency_key())
+        return Run.from_dict(self._client.request(options))
 
 
 class AsyncRuns:
@@ -141,4 +142,5 @@ class AsyncRuns:
         return RunMetrics.from_dict(await self._client.request(options))
 
     async def cancel(self, run_id: str) -> Run:
-        return Run.from_dict(await self._client.request(RequestOptions("POST", run_path(run_id, "cancel"))))
+        options = RequestOptions("POST", run_path(run_id, "cancel"), idempotency_key=new_idempotency_key())
+        return Run.from_dict(await self._client.request(options))
