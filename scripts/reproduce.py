@@ -69,6 +69,15 @@ def write_report(out: Path, presets: list[str], report: Path, scale: str, wall: 
             "run by `scripts/reproduce_gpu.sh`, not yet run (no GPU was available when it was written).",
             "",
         ]
+    lines += [
+        "**Departures from DIGEST §4 at every scale.** `regulariser-validity` and `explicit-vs-gni` use",
+        "scikit-learn's digits (8×8, classification) and diabetes (regression) instead of MNIST,",
+        "Fashion-MNIST, CIFAR-10, SVHN and Boston housing: they ship with scikit-learn and need no data",
+        "directory (Boston housing and the image sets are read from `$GNI_DATA_DIR`). `explicit-vs-gni`",
+        "runs the MLP only: the paper's convnet (conv 32 4×4/2 → conv 128 4×4/2 → dense) needs image data",
+        "with `data.flatten: false` (e.g. MNIST); run it from a spec file with `model.kind: convnet`.",
+        "",
+    ]
     preset_walls = 0.0
     for name in presets:
         path = out / name / "results.json"
@@ -96,14 +105,19 @@ def preset_section(name: str, results: dict[str, Any], src: Path, dest: Path, do
             + (f", overrides {json.dumps(scale['overrides'])}" if scale.get("overrides") else "")
         )
     )
+    # `gni run --preset` takes --steps and --seeds but no overrides: a scaled run is this script's
+    command = (
+        f"gni run --preset {name}"
+        if scale["paper_settings"]
+        else f"python scripts/reproduce.py --scale cpu --presets {name}"
+    )
     lines = [
         f"## `{name}`",
         "",
-        f"- Command: `gni run --preset {name}`"
-        + (f" (scaled: {setting})" if not scale["paper_settings"] else ""),
+        f"- Command: `{command}`",
         f"- Settings: {setting}; {n_runs} runs, {failed} not succeeded.",
-        f"- Machine: {machine['device']}, {machine['cpu_threads']} threads, torch {machine['torch']}; "
-        f"wall time {results['wall_time_s']:.0f} s.",
+        f"- Machine: {machine['device']}, {machine['cpu_threads']} threads, torch {machine['torch']}, "
+        f"engine {machine.get('engine_version', 'unknown')}; wall time {results['wall_time_s']:.0f} s.",
         "",
         "| Claim | Paper | Measured | Verdict |",
         "|---|---|---|---|",

@@ -143,7 +143,8 @@ def spectral_bias_claims(runs: Sequence[PresetRun]) -> list[Claim]:
             "With GNIs high frequencies stay near 0",
             "≥ 30 Hz stay near 0",
             _fmt_amps(g, lambda k: k >= 30),
-            _verdict(max(high) <= 0.2 if high else None),
+            # a network that learned nothing also "keeps" high frequencies at 0: require some low K learned
+            _verdict(max(high) <= 0.2 if high and low and max(low) >= 0.5 else None),
             fig,
         ),
     ]
@@ -157,7 +158,8 @@ def spectral_bias_claims(runs: Sequence[PresetRun]) -> list[Claim]:
             f"mean amplitude at ≥ 30 Hz: GNI {np.mean(hg):.3f} vs baseline {np.mean(hb):.3f}; "
             f"lower on {lower}/{len(hg)} seeds"
             + (f"; explicit R {np.mean([e[k] for k in e if k >= 30]):.3f}" if e else ""),
-            _verdict(lower == len(hg)),
+            # inconclusive until the baseline has learned some high-frequency content to lower
+            _verdict(lower == len(hg) if hb and float(np.mean(hb)) >= 0.5 else None),
             "figures/sinusoids/final_spectrum.png",
         )
     )
@@ -254,8 +256,10 @@ def explicit_vs_gni_claims(runs: Sequence[PresetRun]) -> list[Claim]:
                 "test-loss curves of the explicit-R and GNI arms are alike, unlike no noise (§4.4 figures)",
                 f"final test loss: baseline {b:.4f} ± {tl['baseline'].std():.4f}, "
                 f"GNI {g:.4f} ± {tl['gni'].std():.4f}, explicit R {e:.4f} ± {tl['explicit'].std():.4f}; "
-                f"|R − GNI| = {abs(e - g):.4f} vs |GNI − baseline| = {abs(g - b):.4f}",
-                _verdict(abs(e - g) < abs(g - b)),
+                f"|R − GNI| = {abs(e - g):.4f} vs |R − baseline| = {abs(e - b):.4f}",
+                # alike GNI *and* unlike no noise: the explicit arm must sit nearer the GNI arm than
+                # the baseline (|R − GNI| < |GNI − baseline| also passes when R ≈ baseline)
+                _verdict(abs(e - g) < abs(e - b)),
                 f"figures/{variant}/loss_curves.png",
             )
         )
@@ -288,8 +292,9 @@ def calibration_claims(runs: Sequence[PresetRun]) -> list[Claim]:
                 f"figures/{variant}/reliability.png",
             ),
             Claim(
-                f"GNI-trained classifiers have larger classification margins ({variant})",
-                "larger margins (abstract; protocol unverified)",
+                f"GNI-trained classifiers have larger input-space classification margins ({variant})",
+                "larger margins (abstract; protocol unverified); verdict on the median input-space "
+                "margin (f_y − f_j)/‖∇ₓ(f_y − f_j)‖, the output margin is shown, not judged",
                 "median input-space margin: "
                 + line("input_margin_q50")
                 + "; median output margin: "

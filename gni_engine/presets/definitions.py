@@ -78,11 +78,12 @@ def regulariser_validity(variant: str, steps: int | None, seeds: int | None) -> 
 def explicit_vs_gni(variant: str, steps: int | None, seeds: int | None) -> SweepSpec:
     """DIGEST §4.4: ELU MLP 2 × 32, σ² = 0.1 on every injection point, plain SGD, 250 epochs.
 
-    diabetes: full batch (250 steps); digits: batch 512 over 1,347 training images (750 steps).
+    diabetes: full batch (250 steps); digits: batch 512 over 1,348 training images, 658 steps = 250
+    epochs' worth of examples (the trainer drops each epoch's partial batch, so 3 steps are not an epoch).
     The three arms share a seed, hence their initial weights.
     """
     regression = variant == "diabetes"
-    default_steps = 250 if regression else 750
+    default_steps = 250 if regression else 658
     n_steps = steps or default_steps
     base = {
         "task": "regression" if regression else "classification",

@@ -1,4 +1,4 @@
-"""The claims' statistics against hand computations: Spearman's ρ with ties."""
+"""The claims' statistics against hand computations (Spearman's ρ with ties) and their verdicts."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from gni_engine.presets.claims import _rank_correlation
+from gni_engine.presets.claims import _rank_correlation, explicit_vs_gni_claims, spectral_bias_claims
+from gni_engine.presets.runner import PresetRun
+from gni_engine.spec import parse_run_spec
 
 
 def _spearman_by_definition(x: list[float], y: list[float]) -> float:
@@ -40,4 +42,29 @@ def test_all_frequencies_at_one_step_is_no_evidence():
 def test_a_frequency_never_learned_ranks_last():
     assert _rank_correlation([5, 10, 15, 20], [100, 200, math.inf, math.inf]) == pytest.approx(
         _spearman_by_definition([5, 10, 15, 20], [100, 200, 1e300, 1e300]), abs=1e-12
+    )
+
+
+def _run(mode: str, summary: dict, variant: str = "digits") -> PresetRun:
+    spec = parse_run_spec({"training": {"mode": mode}})
+    return PresetRun(variant, mode, {"training.mode": mode}, spec, "succeeded", summary=summary)
+
+
+def test_training_on_r_holds_only_when_it_sits_nearer_gni_than_no_noise():
+    # The published digits row: R (0.1473) next to the baseline (0.1399), far from GNI (0.1851).
+    losses = {"baseline": 0.1399, "gni": 0.1851, "explicit": 0.1473}
+    [claim] = explicit_vs_gni_claims([_run(m, {"test_loss": v}) for m, v in losses.items()])
+    assert claim.verdict == "does not hold"
+    losses["explicit"] = 0.18
+    [claim] = explicit_vs_gni_claims([_run(m, {"test_loss": v}) for m, v in losses.items()])
+    assert claim.verdict == "holds"
+
+
+def test_spectral_claims_are_inconclusive_for_networks_that_learned_nothing():
+    flat = {str(k): 0.005 for k in (5, 10, 20, 30, 40, 50)}
+    runs = [_run(m, {"spectrum_final": flat}, "sinusoids") for m in ("baseline", "gni")]
+    verdicts = {c.claim: c.verdict for c in spectral_bias_claims(runs)}
+    assert verdicts["With GNIs high frequencies stay near 0"] == "inconclusive"
+    assert (
+        verdicts["GNIs lower the high-frequency content relative to no noise (same seeds)"] == "inconclusive"
     )
