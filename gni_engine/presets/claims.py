@@ -148,9 +148,18 @@ def spectral_bias_claims(runs: Sequence[PresetRun]) -> list[Claim]:
             fig,
         ),
     ]
-    hb = [np.mean([v for k, v in r.summary["spectrum_final"].items() if float(k) >= 30]) for r in base]
-    hg = [np.mean([v for k, v in r.summary["spectrum_final"].items() if float(k) >= 30]) for r in gni]
-    lower = sum(x < y for x, y in zip(hg, hb, strict=False))
+    # Paired by seed: a failed run on one side must not shift the pairs of the others.
+    high_by_seed = [
+        {
+            r.spec.seed: float(np.mean([v for k, v in r.summary["spectrum_final"].items() if float(k) >= 30]))
+            for r in arm
+        }
+        for arm in (base, gni)
+    ]
+    seeds = sorted(set(high_by_seed[0]) & set(high_by_seed[1]))
+    hb = [high_by_seed[0][s] for s in seeds]
+    hg = [high_by_seed[1][s] for s in seeds]
+    lower = sum(x < y for x, y in zip(hg, hb, strict=True))
     claims.append(
         Claim(
             "GNIs lower the high-frequency content relative to no noise (same seeds)",

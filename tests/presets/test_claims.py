@@ -68,3 +68,21 @@ def test_spectral_claims_are_inconclusive_for_networks_that_learned_nothing():
     assert (
         verdicts["GNIs lower the high-frequency content relative to no noise (same seeds)"] == "inconclusive"
     )
+
+
+def test_high_frequency_content_is_compared_seed_by_seed():
+    # Seed 1's baseline failed: seed 2's GNI run is compared with seed 2's baseline, not seed 1's.
+    def spectrum(high: float) -> dict:
+        return {"spectrum_final": {"5": 1.0, "30": high, "40": high}}
+
+    runs = [
+        _run("baseline", spectrum(0.9), "sinusoids"),
+        _run("gni", spectrum(0.1), "sinusoids"),
+        _run("gni", spectrum(0.5), "sinusoids"),
+        _run("baseline", spectrum(0.6), "sinusoids"),
+    ]
+    for run, seed in zip(runs, (1, 1, 2, 2), strict=True):
+        run.spec = run.spec.model_copy(update={"seed": seed})
+    runs[0].status = "failed"
+    [claim] = [c for c in spectral_bias_claims(runs) if c.claim.startswith("GNIs lower")]
+    assert "lower on 1/1 seeds" in claim.measured and claim.verdict == "holds"
