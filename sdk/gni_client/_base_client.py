@@ -254,7 +254,7 @@ class SyncAPIClient(BaseClient[httpx.Client]):
         while True:
             request = self._build_request(options)
             try:
-                response = self._client.send(request, stream=stream, follow_redirects=True)
+                response = self._receive(request, stream=stream)
             except httpx.TransportError as error:
                 if retries_taken >= retries:
                     raise _connection_error(error, request) from error
@@ -263,22 +263,22 @@ class SyncAPIClient(BaseClient[httpx.Client]):
                 continue
             if response.is_success:
                 return response
-            if stream:
-                try:
-                    response.read()
-                except httpx.TransportError as error:
-                    if retries_taken >= retries:
-                        raise _connection_error(error, request) from error
-                    self._sleep(backoff_delay(retries_taken, None))
-                    retries_taken += 1
-                    continue
-                finally:
-                    response.close()
             if retries_taken < retries and should_retry(response):
                 self._sleep(backoff_delay(retries_taken, response))
                 retries_taken += 1
                 continue
             raise status_error_from(response)
+
+    def _receive(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """One try's answer; an error answer's streamed body is read here (a transport error while
+        reading it is retried like one before the headers) and its stream closed."""
+        response = self._client.send(request, stream=stream, follow_redirects=True)
+        if stream and not response.is_success:
+            try:
+                response.read()
+            finally:
+                response.close()
+        return response
 
     def request(self, options: RequestOptions) -> Any:
         """The decoded JSON body of a successful answer."""
@@ -332,7 +332,7 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
         while True:
             request = self._build_request(options)
             try:
-                response = await self._client.send(request, stream=stream, follow_redirects=True)
+                response = await self._receive(request, stream=stream)
             except httpx.TransportError as error:
                 if retries_taken >= retries:
                     raise _connection_error(error, request) from error
@@ -341,22 +341,21 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
                 continue
             if response.is_success:
                 return response
-            if stream:
-                try:
-                    await response.aread()
-                except httpx.TransportError as error:
-                    if retries_taken >= retries:
-                        raise _connection_error(error, request) from error
-                    await self._sleep(backoff_delay(retries_taken, None))
-                    retries_taken += 1
-                    continue
-                finally:
-                    await response.aclose()
             if retries_taken < retries and should_retry(response):
                 await self._sleep(backoff_delay(retries_taken, response))
                 retries_taken += 1
                 continue
             raise status_error_from(response)
+
+    async def _receive(self, request: httpx.Request, *, stream: bool) -> httpx.Response:
+        """As :meth:`SyncAPIClient._receive`."""
+        response = await self._client.send(request, stream=stream, follow_redirects=True)
+        if stream and not response.is_success:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response
 
     async def request(self, options: RequestOptions) -> Any:
         return self._decode(await self._send(options, stream=False))

@@ -132,38 +132,35 @@ def test_per_run_titles_say_which_sigma_and_seed(drawn: Checked):
     assert "σ" not in drawn.figures["regression-run0/loss_curves"].axes[0].get_title()  # baseline
 
 
-def test_the_final_spectrum_orders_frequencies_by_value_whatever_the_key_order():
+def _one_figure(draw: Any, spec: RunSpec, summaries: list[dict[str, Any]]) -> Figure:
+    """``draw(groups, out)`` of one comparison figure for runs with these summaries (one seed each)."""
     checked = Checked()
-    spec = parse_run_spec(REGRESSION)
+    runs = [({"seed": i}, spec, [], s) for i, s in enumerate(summaries)]
+    patch = pytest.MonkeyPatch()
+    patch.setattr(comparison, "save", checked.save)
+    try:
+        draw(comparison.group_runs(runs), Path("unused"))
+    finally:
+        patch.undo()
+    [figure] = checked.figures.values()
+    return figure
+
+
+def test_the_final_spectrum_orders_frequencies_by_value_whatever_the_key_order():
     summaries = [
         {"spectrum_final": {"10": 0.2, "2": 0.9, "5": 0.5}},
         {"spectrum_final": {"5": 0.4, "10": 0.1, "2": 0.8}},
     ]
-    runs = [({"seed": i}, spec, [], s) for i, s in enumerate(summaries)]
-    patch = pytest.MonkeyPatch()
-    patch.setattr(comparison, "save", checked.save)
-    try:
-        comparison.final_spectrum_figure(comparison.group_runs(runs), Path("unused"))
-    finally:
-        patch.undo()
-    ax = checked.figures["unused/final_spectrum"].axes[0]
+    ax = _one_figure(comparison.final_spectrum_figure, parse_run_spec(REGRESSION), summaries).axes[0]
     assert [label.get_text() for label in ax.get_xticklabels()] == ["2", "5", "10"]
 
 
 def test_a_gap_at_or_below_zero_is_counted_not_drawn():
-    checked = Checked()
     spec = parse_run_spec({**REGRESSION, "training": {**REGRESSION["training"], "mode": "gni"}})
     summaries = [
         {"R_total": r, "noise_gap": gap} for r, gap in ((1e-3, 1.1e-3), (1e-2, 0.9e-2), (1e-1, -2e-5))
     ]
-    runs = [({"seed": i}, spec, [], s) for i, s in enumerate(summaries)]
-    patch = pytest.MonkeyPatch()
-    patch.setattr(comparison, "save", checked.save)
-    try:
-        comparison.r_vs_gap_figure(comparison.group_runs(runs), Path("unused"))
-    finally:
-        patch.undo()
-    ax = checked.figures["unused/r_vs_gap"].axes[0]
+    ax = _one_figure(comparison.r_vs_gap_figure, spec, summaries).axes[0]
     assert "1 with gap ≤ 0 not shown" in ax.get_title()
     assert ax.get_yscale() == "log" and ax.get_ylim()[0] > 1e-6  # not stretched down to a clipped 1e-12
 

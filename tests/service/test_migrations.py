@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import func, insert, inspect, select
+from sqlalchemy import Connection, func, insert, inspect, select
 
 from gni_service.db import create_db_engine
 from gni_service.experiments import NOTHING_TO_DRAW
@@ -64,25 +65,7 @@ def test_reuse_and_figure_columns_migrate_without_losing_rows(fresh_url):
     with engine.begin() as connection:
         for experiment_id in ("exp_with", "exp_without"):
             run_id = f"run_{experiment_id}"
-            connection.execute(
-                insert(Experiment.__table__).values(
-                    id=experiment_id,
-                    name="e",
-                    base_spec={},
-                    axes=[],
-                    spec_hash="h",
-                    status="succeeded",
-                    cancel_requested=False,
-                    n_runs=1,
-                    n_queued=0,
-                    n_running=0,
-                    n_succeeded=1,
-                    n_failed=0,
-                    n_cancelled=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            _insert_experiment(connection, experiment_id, "succeeded")
             connection.execute(
                 insert(Run.__table__).values(
                     id=run_id,
@@ -141,31 +124,15 @@ def test_experiments_stuck_without_a_succeeded_run_get_failed_figures(fresh_url)
     # Before 20261128_figures_nothing an experiment whose runs all failed kept figures "pending".
     downgrade_database(fresh_url, "20261127_run_figures")
     engine = create_db_engine(fresh_url)
-    now = utcnow()
-    rows = {"exp_failed": ("failed", 0), "exp_cancelled": ("cancelled", 0), "exp_ok": ("succeeded", 1)}
-    rows["exp_running"] = ("running", 0)
+    rows = {
+        "exp_failed": "failed",
+        "exp_cancelled": "cancelled",
+        "exp_ok": "succeeded",
+        "exp_running": "running",
+    }
     with engine.begin() as connection:
-        for experiment_id, (status, succeeded) in rows.items():
-            connection.execute(
-                insert(Experiment.__table__).values(
-                    id=experiment_id,
-                    name="e",
-                    base_spec={},
-                    axes=[],
-                    spec_hash="h",
-                    status=status,
-                    cancel_requested=False,
-                    n_runs=1,
-                    n_queued=0,
-                    n_running=int(status == "running"),
-                    n_succeeded=succeeded,
-                    n_failed=int(status == "failed"),
-                    n_cancelled=int(status == "cancelled"),
-                    created_at=now,
-                    updated_at=now,
-                    figures_state="pending",
-                )
-            )
+        for experiment_id, status in rows.items():
+            _insert_experiment(connection, experiment_id, status, figures_state="pending")
     upgrade_database(fresh_url)
     with engine.connect() as connection:
         states = {
@@ -182,3 +149,24 @@ def test_experiments_stuck_without_a_succeeded_run_get_failed_figures(fresh_url)
         "exp_ok": ("pending", None),
         "exp_running": ("pending", None),
     }
+
+
+def _insert_experiment(connection: Connection, experiment_id: str, status: str, **columns: Any) -> None:
+    """One experiment of one run in ``status``, its counts to match (columns of any revision)."""
+    connection.execute(
+        insert(Experiment.__table__).values(
+            id=experiment_id,
+            name="e",
+            base_spec={},
+            axes=[],
+            spec_hash="h",
+            status=status,
+            cancel_requested=False,
+            n_runs=1,
+            n_queued=0,
+            **{f"n_{s}": int(status == s) for s in ("running", "succeeded", "failed", "cancelled")},
+            created_at=utcnow(),
+            updated_at=utcnow(),
+            **columns,
+        )
+    )
