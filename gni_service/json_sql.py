@@ -33,8 +33,12 @@ from gni_service.models import Run
 _COLUMNS = {"spec": Run.spec, "coords": Run.coords, "summary": Run.summary}
 
 
+def _sqlite_path_text(keys: tuple[str, ...]) -> str:
+    return "$" + "".join(f'."{k}"' for k in keys)
+
+
 def _sqlite_path(keys: tuple[str, ...]) -> ColumnElement[str]:
-    return literal("$" + "".join(f'."{k}"' for k in keys), String)
+    return literal(_sqlite_path_text(keys), String)
 
 
 def _pg_value(path: FieldPath) -> ColumnElement[Any]:
@@ -98,8 +102,7 @@ def json_equals(path: FieldPath, value: Any, dialect: str) -> ColumnElement[bool
     document = json.dumps(value, separators=(",", ":"))
     if dialect == "postgresql":
         return _pg_value(path) == cast(literal(document, Text), JSONB)  # jsonb compares 2 and 2.0 equal
-    where = "$" + "".join(f'."{k}"' for k in path.keys)
-    return _sqlite_equals(_COLUMNS[path.column], where, value)
+    return _sqlite_equals(_COLUMNS[path.column], _sqlite_path_text(path.keys), value)
 
 
 def _sqlite_equals(column: Any, where: str, value: Any) -> ColumnElement[bool]:
