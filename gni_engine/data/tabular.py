@@ -70,8 +70,15 @@ def standardised_regression(
 ) -> Dataset:
     """Split float64 ``x`` (N, D) and ``y`` (N, 1), standardising both with the training rows' statistics.
 
-    ``meta`` gains the statistics ``x_mean``, ``x_std``, ``y_mean``, ``y_std``.
+    ``meta`` gains the statistics ``x_mean``, ``x_std``, ``y_mean``, ``y_std``. Fewer than two
+    training rows is a :class:`DataError`: one row standardises to all zeros, a data set with
+    nothing to learn.
     """
+    if len(train) < 2:
+        raise DataError(
+            f"{len(train)} training row(s) after the split and subset ({len(x)} rows available); "
+            "standardising needs at least 2: give more rows, a smaller test_fraction or a larger subset"
+        )
     x_train, x_test, x_mean, x_std = standardise(x[train], x[test])
     y_train, y_test, y_mean, y_std = standardise(y[train], y[test])
     stats = {

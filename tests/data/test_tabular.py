@@ -119,6 +119,18 @@ def test_boston_missing_and_malformed_files(tmp_path: Path) -> None:
         build_dataset(spec, data_dir=tmp_path)
 
 
+def test_boston_with_one_training_row_is_refused_not_standardised_to_zeros(tmp_path: Path) -> None:
+    write_housing_csv(tmp_path / "housing.csv", [*FEATURES, "MEDV"], ROWS[:2])
+    with pytest.raises(
+        DataError, match=r"1 training row\(s\) after the split and subset \(2 rows available\)"
+    ):
+        build_dataset(spec_for({"name": "boston"}), data_dir=tmp_path)
+    write_housing_csv(tmp_path / "housing.csv", [*FEATURES, "MEDV"], ROWS)
+    with pytest.raises(DataError, match="at least 2"):
+        build_dataset(spec_for({"name": "boston", "subset": 1}), data_dir=tmp_path)
+    assert len(build_dataset(spec_for({"name": "boston", "subset": 2}), data_dir=tmp_path).x_train) == 2
+
+
 def test_data_directory_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     spec = spec_for({"name": "boston"})
     monkeypatch.delenv("GNI_DATA_DIR", raising=False)
