@@ -20,13 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from gni_engine.figures.run import draw_heatmap, draw_reliability, dynamics_matrix
+from gni_engine.figures.run import draw_heatmap, draw_reliability, dynamics_matrix, reliability_axes
 from gni_engine.figures.style import (
     ARM_COLOURS,
     ARM_NAMES,
     EXTRA_COLOURS,
     MetricLike,
     as_rows,
+    layer_colours,
     log_if_decades,
     metric_names,
     new_figure,
@@ -169,12 +170,18 @@ def layer_norms_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     axes = fig.subplots(1, len(with_norms), sharey=True, squeeze=False)[0]
     for ax, g in zip(axes, with_norms, strict=True):
         names = metric_names(g.rows[0], "layer_norm_")
-        for j, name in enumerate(names):
+        for name, colour in zip(names, layer_colours(len(names)), strict=True):
             i = int(name.removeprefix("layer_norm_"))
-            _band(ax, g.rows, name, f"C{j}", f"‖∂h{i + 1}/∂h{i}‖_F")
+            _band(ax, g.rows, name, colour, f"‖∂h{i + 1}/∂h{i}‖_F")
         ax.set(xlabel="training step", title=g.label)
     axes[0].set_ylabel("layer-to-layer Jacobian norm (batch mean)")
-    axes[0].legend(fontsize="small")
+    axes[0].legend(
+        fontsize="small",
+        title="input → output"
+        if max(len(metric_names(g.rows[0], "layer_norm_")) for g in with_norms) > 1
+        else None,
+        title_fontsize="small",
+    )
     fig.suptitle(f"Layer-to-layer Jacobian norms over training (band = min–max over {_seeds(with_norms)})")
     return save(fig, out, "layer_norms")
 
@@ -305,13 +312,15 @@ def reliability_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     with_rel = [g for g in groups if all("reliability" in s for s in g.summaries)]
     if not with_rel:
         return {}
-    fig = new_figure(cols=len(with_rel), width=3.8, height=3.8)
-    axes = fig.subplots(1, len(with_rel), sharey=True, squeeze=False)[0]
-    for ax, g in zip(axes, with_rel, strict=True):
-        draw_reliability(ax, _pooled_reliability(g.summaries))
+    fig = new_figure(cols=len(with_rel), width=3.8, height=4.8)
+    axes, share_axes = reliability_axes(fig, len(with_rel))
+    for ax, share_ax, g in zip(axes, share_axes, with_rel, strict=True):
+        draw_reliability(ax, share_ax, _pooled_reliability(g.summaries))
         eces = np.asarray([s["ece"] for s in g.summaries], dtype=float)
         spread = f" ± {eces.std():.3f}" if len(eces) > 1 else ""  # no '± 0.000' from one seed
         ax.set_title(f"{g.label}\nECE {eces.mean():.3f}{spread}")
+    for ax in [*axes, *share_axes]:
+        ax.label_outer()  # the accuracy and share scales once, at the left
     axes[0].legend(loc="upper left", fontsize="x-small")
     fig.suptitle(f"Reliability diagrams (held-out data, {_seeds(with_rel)} pooled)")
     return save(fig, out, "reliability")

@@ -20,6 +20,7 @@ from gni_engine.figures.style import (
     ARM_NAMES,
     as_rows,
     frequency_of,
+    layer_colours,
     log_if_decades,
     metric_names,
     new_figure,
@@ -173,19 +174,34 @@ def spectral_dynamics_figure(rows: list[MetricRow], title: str, out: Path) -> di
 def layer_norm_figure(rows: list[MetricRow], title: str, out: Path) -> dict[str, Path]:
     fig = new_figure()
     ax = fig.add_subplot()
-    for name in metric_names(rows, "layer_norm_"):
+    names = metric_names(rows, "layer_norm_")
+    for name, colour in zip(names, layer_colours(len(names)), strict=True):
         i = int(name.removeprefix("layer_norm_"))
-        ax.plot(*series(rows, name), label=f"‖∂h{i + 1}/∂h{i}‖_F")
+        ax.plot(*series(rows, name), color=colour, label=f"‖∂h{i + 1}/∂h{i}‖_F")
     ax.set(
         xlabel="training step",
         ylabel="Frobenius norm (batch mean)",
         title=f"Layer-to-layer Jacobians\n{title}",
     )
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", title="input → output" if len(names) > 1 else None, title_fontsize="small")
     return save(fig, out, "layer_norms")
 
 
-def draw_reliability(ax: Any, reliability: dict[str, Any]) -> None:
+def reliability_axes(fig: Any, cols: int) -> tuple[list[Any], list[Any]]:
+    """A column per diagram: accuracy above, the share of examples per bin in a short panel below."""
+    grid = fig.add_gridspec(2, cols, height_ratios=(3, 1))
+    top = [fig.add_subplot(grid[0, j]) for j in range(cols)]
+    bottom = [fig.add_subplot(grid[1, j], sharex=top[j]) for j in range(cols)]
+    for ax in top[1:]:
+        ax.sharey(top[0])
+    for ax in bottom[1:]:
+        ax.sharey(bottom[0])
+    return top, bottom
+
+
+def draw_reliability(ax: Any, share_ax: Any, reliability: dict[str, Any]) -> None:
+    """Accuracy per confidence bin against the diagonal on ``ax``; how many examples each bin holds
+    on ``share_ax`` (its own axis: a bin's accuracy means little when it holds few examples)."""
     edges = np.asarray(reliability["edges"], dtype=float)
     acc = np.asarray([np.nan if v is None else v for v in reliability["accuracy"]], dtype=float)
     counts = np.asarray(reliability["counts"], dtype=float)
@@ -194,15 +210,17 @@ def draw_reliability(ax: Any, reliability: dict[str, Any]) -> None:
         centres, np.nan_to_num(acc), width=width, edgecolor="k", lw=0.5, color="C0", label="accuracy in bin"
     )
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="perfect calibration")
+    ax.set(ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    ax.tick_params(labelbottom=False)
     share = counts / max(counts.sum(), 1)
-    ax.bar(centres, share, width=width * 0.4, color="0.4", alpha=0.7, label="share of examples")
-    ax.set(xlabel="confidence (max softmax probability)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    share_ax.bar(centres, share, width=width, edgecolor="k", lw=0.5, color="0.6")
+    share_ax.set(xlabel="confidence (max softmax probability)", ylabel="share of\nexamples", ylim=(0, 1))
 
 
 def reliability_figure(summary: dict[str, Any], title: str, out: Path) -> dict[str, Path]:
-    fig = new_figure(height=4.0)
-    ax = fig.add_subplot()
-    draw_reliability(ax, summary["reliability"])
+    fig = new_figure(height=4.6)
+    [ax], [share_ax] = reliability_axes(fig, 1)
+    draw_reliability(ax, share_ax, summary["reliability"])
     ax.set_title(f"Reliability (ECE {summary['ece']:.3f}, {summary['eval_split']} split)\n{title}")
     ax.legend(loc="upper left", fontsize="small")
     return save(fig, out, "reliability")

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import rc_context
+from matplotlib import colormaps, rc_context
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from gni_engine.recording import MetricRow
@@ -25,6 +26,15 @@ ARM_NAMES = {
 }
 EXTRA_COLOURS = ("#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
 FORMATS = ("png", "svg")
+
+
+def layer_colours(count: int) -> list[str]:
+    """Colours for ``count`` layers in order, dark (input side) to light (output side): a sequential
+    map, so layers never look like the arms' colours and their order reads from the colour alone."""
+    cmap = colormaps["viridis"]
+    positions = np.linspace(0.0, 0.85, count) if count > 1 else np.zeros(1)  # 0.85: no pale yellow
+    return [to_hex(cmap(float(p))) for p in positions]
+
 
 MetricLike = MetricRow | Mapping[str, Any]
 

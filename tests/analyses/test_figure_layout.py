@@ -14,12 +14,13 @@ matplotlib.use("Agg")
 import matplotlib.text
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 
 import gni_engine.figures.comparison as comparison
 import gni_engine.figures.run as run_module
 from gni_engine.data import build_dataset
-from gni_engine.figures.style import as_rows, log_if_decades
+from gni_engine.figures.style import ARM_COLOURS, as_rows, layer_colours, log_if_decades
 from gni_engine.spec import RunSpec, parse_run_spec
 from gni_engine.training import train_batch
 
@@ -186,3 +187,24 @@ def test_arms_are_labelled_by_what_varies_across_the_runs():
         ({"training.mode": "gni", "noise.sigma": sigma, "seed": 0}, gni, [], {}) for sigma in (0.03, 0.3)
     ]
     assert [g.label for g in comparison.group_runs(two_values)] == ["gni, sigma=0.03", "gni, sigma=0.3"]
+
+
+def test_reliability_diagrams_show_each_bins_share_of_examples_on_an_axis_of_its_own(drawn: Checked):
+    for key, columns in (("classification/reliability", 4), ("classification-run2/reliability", 1)):
+        figure = drawn.figures[key]
+        accuracy, shares = figure.axes[:columns], figure.axes[columns:]
+        assert len(shares) == columns
+        assert accuracy[0].get_ylabel() == "accuracy" and shares[0].get_ylabel() == "share of\nexamples"
+        for ax in shares:
+            heights = [patch.get_height() for patch in ax.patches]
+            assert sum(heights) == pytest.approx(1.0)  # every held-out example in one bin
+        for ax in accuracy:
+            assert len(ax.patches) == len(shares[0].patches)  # the accuracy panel holds no share bars
+
+
+def test_layer_colours_read_from_input_to_output_and_are_not_arm_colours():
+    colours = layer_colours(4)
+    assert len(set(colours)) == 4 and not set(colours) & set(ARM_COLOURS.values())
+    luminance = [0.2126 * r + 0.7152 * g + 0.0722 * b for r, g, b in (to_rgb(c) for c in colours)]
+    assert luminance == sorted(luminance)  # dark at the input, light at the output
+    assert layer_colours(1) == colours[:1]
