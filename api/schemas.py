@@ -252,7 +252,9 @@ class ExperimentPlanOut(BaseModel):
     run_count: int
     batch_count: int
     batches: list[list[int]] = Field(description="Run positions grouped into stacked batches.")
-    estimated_flops: float = Field(description="Training FLOPs of all runs (matmul work; an estimate).")
+    estimated_flops: float = Field(
+        description="FLOPs of all runs, training and measurements (matmul work; an estimate)."
+    )
     runs: list[PlannedRun] = Field(description="The first runs of the expansion (at most 100).")
 
     @classmethod

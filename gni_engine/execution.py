@@ -31,13 +31,21 @@ from gni_engine.data import input_output_dims
 from gni_engine.errors import GNIError
 from gni_engine.recording import MetricRow
 from gni_engine.spec import MLPSpec, RunSpec
-from gni_engine.training import BatchCallbacks, BatchTrainer, RunState, batch_key, flops_per_step
+from gni_engine.training import (
+    BatchCallbacks,
+    BatchTrainer,
+    RunState,
+    batch_key,
+    flops_per_step,
+    forward_macs,
+)
 
 __all__ = [
     "MetricRow",
     "RunCheckpoints",
     "RunHooks",
     "RunOutcome",
+    "analyses_flops",
     "estimate_flops",
     "execute_runs",
     "plan_batches",
@@ -170,11 +178,37 @@ def plan_batches(specs: Sequence[RunSpec], *, memory_bytes: int | None = None) -
 
 
 def estimate_flops(spec: RunSpec) -> float:
-    """Training FLOPs of one run (matmul work only; an estimate for planning and cost reports)."""
+    """FLOPs of one run: its training steps and its measurements (matmul work only; an estimate for
+    planning, time limits and cost reports)."""
     input_shape, n_outputs = input_output_dims(spec)
     n_points = _train_points(spec)
     examples = min(n_points, spec.training.batch_size or n_points)
-    return flops_per_step(spec, input_shape, n_outputs, examples) * spec.training.steps
+    training = flops_per_step(spec, input_shape, n_outputs, examples) * spec.training.steps
+    return training + analyses_flops(spec, input_shape, n_outputs)
+
+
+def analyses_flops(spec: RunSpec, input_shape: Sequence[int], n_outputs: int) -> float:
+    """FLOPs of a run's measurements on the clean network, counted in forward passes ``F`` over the
+    evaluation points (``min(points, analyses.max_eval_points)``; a backward pass counts as 2F).
+
+    Each record step (step 0, every ``record_every``, the last) takes 2F (losses, the spectral grid)
+    plus, with ``regulariser``, 3F per output (R needs a backward pass per output of H_L) plus, with
+    ``noise_gap_every``, the noise gap's 2 · ``noise_gap_samples`` noisy forward passes. The summary
+    takes the noise gap once and, for classifiers with ``margins``, 3F per class (input margins).
+    """
+    a = spec.analyses
+    forward = 2.0 * forward_macs(spec, input_shape, n_outputs) * min(_train_points(spec), a.max_eval_points)
+    noise_gap = 2.0 * a.noise_gap_samples * forward
+    per_record = 2.0 * forward
+    if a.regulariser:
+        per_record += 3.0 * forward * n_outputs
+    if a.noise_gap_every:
+        per_record += noise_gap
+    records = math.ceil(spec.training.steps / a.record_every) + 1
+    summary = noise_gap
+    if spec.task == "classification" and a.margins:
+        summary += 3.0 * forward * n_outputs
+    return records * per_record + summary
 
 
 def write_run_files(state: RunState, out_dir: Path, label: str | None = None) -> dict[str, Path]:

@@ -99,7 +99,8 @@ class BatchMessage:
 
 
 def plan_messages(specs_by_batch: dict[str, list[RunSpec]], settings: ServiceSettings) -> list[BatchMessage]:
-    """One message per batch; its time limit grows with the batch's estimated training FLOPs."""
+    """One message per batch; its time limit grows with the batch's estimated FLOPs
+    (training and measurements)."""
     from gni_engine.execution import estimate_flops  # torch: the API has it loaded by submit time
 
     messages = []

@@ -180,4 +180,19 @@ def test_cost_estimates_count_matmuls_and_convolutions():
     # 3×32×32, 4×4 stride 2: 15×15×32 outputs × 3·16, then 6×6×128 × 32·16, then a dense 128·36 → 10
     assert forward_macs(conv, (3, 32, 32), 10) == 15 * 15 * 32 * 48 + 6 * 6 * 128 * 512 + 128 * 36 * 10
     mlp = _spec()  # 1 → 6 → 1 on 32 points, full batch, 6 steps, gni with one draw
-    assert estimate_flops(mlp) == 6.0 * (1 * 6 + 6 * 1) * 32 * 6
+    training = 6.0 * (1 * 6 + 6 * 1) * 32 * 6
+    forward = 2.0 * (1 * 6 + 6 * 1) * 32  # one forward pass over the 32 evaluation points
+    # records at steps 0, 3, 6: losses 2F + R 3F (one output); summary: 2 noise-gap pairs, 4F
+    assert estimate_flops(mlp) == training + 3 * 5 * forward + 4 * forward
+
+
+def test_cost_estimates_count_what_the_analyses_ask_for():
+    from gni_engine.execution import estimate_flops
+
+    plain = _spec()
+    heavy = _spec(analyses={**SMALL["analyses"], "noise_gap_samples": 1000, "noise_gap_every": True})
+    forward = 2.0 * (1 * 6 + 6 * 1) * 32
+    # 2000 noisy passes at each of the 3 record steps and at the summary, where plain took 4
+    assert estimate_flops(heavy) - estimate_flops(plain) == (3 * 2000 + 2000 - 4) * forward
+    capped = _spec(analyses={**SMALL["analyses"], "max_eval_points": 8})
+    assert estimate_flops(plain) - estimate_flops(capped) == pytest.approx((15 + 4) * forward * (1 - 8 / 32))
