@@ -156,25 +156,40 @@ def free_memory_bytes(device: torch.device) -> int:
 
 
 def plan_batches(specs: Sequence[RunSpec], *, memory_bytes: int | None = None) -> list[list[int]]:
-    """Indices grouped into stacked batches: same batch key, within half the free memory and the cap."""
+    """Indices grouped into stacked batches: same batch key, within half the free memory and the cap.
+
+    Without ``memory_bytes`` each group's budget is half the free memory of the device its runs
+    ask for (measured once per device: a sweep over ``execution.device`` plans each by its own).
+    """
     groups: dict[str, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault(batch_key(spec), []).append(i)
+    free_by_device: dict[str, int] = {}
     batches: list[list[int]] = []
     for indices in groups.values():
-        spec = specs[indices[0]]
-        if memory_bytes is None:
-            with contextlib.suppress(GNIError):
-                from gni_engine.training import resolve_device
-
-                memory_bytes = free_memory_bytes(resolve_device(spec))
-        budget = (memory_bytes or 4 * 1024**3) // 2
+        available = memory_bytes
+        if available is None:
+            available = _free_memory_for(specs[indices[0]], free_by_device)
+        budget = available // 2
         largest = max(bytes_per_run(specs[i]) for i in indices)  # modes and M differ within a group
         fit = max(1, budget // max(1, largest))
         caps = [specs[i].execution.max_batch_runs for i in indices]
         cap = min([fit, *(c for c in caps if c is not None)])  # every run's own cap holds
         batches.extend(indices[i : i + cap] for i in range(0, len(indices), cap))
     return batches
+
+
+def _free_memory_for(spec: RunSpec, measured: dict[str, int]) -> int:
+    """Free memory of the run's device (4 GiB when it cannot be resolved), measured once per device."""
+    from gni_engine.training import resolve_device
+
+    try:
+        device = resolve_device(spec)
+    except GNIError:
+        return 4 * 1024**3  # the run fails on its device anyway, with the error that names it
+    if str(device) not in measured:
+        measured[str(device)] = free_memory_bytes(device)
+    return measured[str(device)]
 
 
 def estimate_flops(spec: RunSpec) -> float:

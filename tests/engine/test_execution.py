@@ -55,6 +55,31 @@ def test_a_batch_holds_every_cap_and_the_largest_run_in_any_order():
         assert sorted(len(b) for b in batches) == [1, 2, 2]
 
 
+def test_each_device_is_planned_by_its_own_free_memory(monkeypatch: pytest.MonkeyPatch):
+    import gni_engine.execution as execution
+    import gni_engine.training as training
+
+    on_cpu = [_spec(seed=i, execution={"device": "cpu"}) for i in range(5)]
+    on_cuda = [_spec(seed=i, execution={"device": "cuda"}) for i in range(5)]
+    per_run = bytes_per_run(on_cpu[0])
+    free = {"cpu": 10**12, "cuda": 2 * 2 * per_run}  # the GPU fits two runs in its half
+    measured: list[str] = []
+
+    def free_memory(device: torch.device) -> int:
+        measured.append(device.type)
+        return free[device.type]
+
+    monkeypatch.setattr(training, "resolve_device", lambda spec: torch.device(spec.execution.device))
+    monkeypatch.setattr(execution, "free_memory_bytes", free_memory)
+    for specs in (on_cpu + on_cuda, on_cuda + on_cpu):
+        measured.clear()
+        sizes: dict[str, list[int]] = {"cpu": [], "cuda": []}
+        for batch in plan_batches(specs):
+            sizes[specs[batch[0]].execution.device].append(len(batch))
+        assert sizes == {"cpu": [5], "cuda": [2, 2, 1]}
+        assert sorted(measured) == ["cpu", "cuda"]  # once per device, not once per group
+
+
 def test_execute_runs_writes_loadable_files(tmp_path: Path):
     specs = [_spec(seed=0), _spec(seed=1, training={"steps": 6, "mode": "explicit"})]
     outcomes = execute_runs(specs, [tmp_path / "a", tmp_path / "b"], figures=False)
