@@ -94,3 +94,37 @@ def test_every_service_environment_is_valid_settings(env_file):
             settings = ServiceSettings.from_env(environment)
             assert settings.figure_processes is None, name  # unset in .env: every core
             assert settings.artifact_upload_threads == 8, name
+
+
+IMAGE_COMMAND = """
+import sys
+sys.modules["gni_client"] = None  # an installation without the SDK, as an image without sdk/ was
+from gni_cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _gni_without_sdk(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", IMAGE_COMMAND, *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_the_server_commands_run_without_the_sdk():
+    for command in ("worker", "serve", "keys", "run"):
+        done = _gni_without_sdk(command, "--help")
+        assert done.returncode == 0, done.stderr
+    overview = _gni_without_sdk("--help")
+    assert overview.returncode == 0 and "pip install ./sdk" in overview.stdout
+    missing = _gni_without_sdk("submit", "x.yaml")
+    assert missing.returncode == 2 and "invalid choice: 'submit'" in missing.stderr
+
+
+@pytest.mark.parametrize("image", ["Dockerfile.api", "Dockerfile.worker"])
+def test_each_image_installs_every_package_its_commands_import(image: str):
+    lines = (ROOT / "docker" / image).read_text().splitlines()
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    packages = {"gni_engine", "gni_service", "gni_cli", "api", "worker", "migrations", "sdk"}
+    assert packages <= copied, f"{image} does not copy {sorted(packages - copied)}"
+    [install] = [line for line in lines if line.startswith("RUN pip install") and "[service]" in line]
+    assert "./sdk" in install.split()  # `gni keys create` (compose's set-up step) and the client commands
