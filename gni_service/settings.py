@@ -78,12 +78,16 @@ class ServiceSettings(BaseModel):
     artifact_dir: Path | None = Field(
         None, description="Local artifact store; None: <data folder>/artifacts."
     )
-    executor: ExecutorKind = "inprocess"
+    executor: ExecutorKind = Field(
+        "inprocess", description="Who trains runs: inprocess (the API process) or celery (workers)."
+    )
     executor_threads: int = Field(1, ge=1, le=64, description="Batches the in-process executor runs at once.")
     migrate_on_start: bool = Field(False, description="Upgrade the database schema when the API starts.")
-    max_sweep_runs: int = Field(10_000, ge=1, le=100_000)
-    max_body_bytes: int = Field(1_048_576, ge=1024)
-    max_page_size: int = Field(500, ge=1)
+    max_sweep_runs: int = Field(
+        10_000, ge=1, le=100_000, description="Most runs one experiment may expand to (a larger one: 422)."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger request bodies are answered 413.")
+    max_page_size: int = Field(500, ge=1, description="Largest limit of one page of a list.")
     api_threads: int = Field(8, ge=1, le=256, description="Threads serving blocking request work in the API.")
     progress_interval_s: float = Field(
         1.0, gt=0, description="Least time between two progress writes of a run."
@@ -168,27 +172,37 @@ class ServiceSettings(BaseModel):
     task_auto_device_queue: Literal["gpu", "cpu"] = Field(
         "gpu", description='Queue of the batches whose execution.device is "auto".'
     )
-    artifact_store: ArtifactStoreKind = "local"
+    artifact_store: ArtifactStoreKind = Field(
+        "local", description="Where artifacts live: local (artifact_dir) or s3 (an S3-compatible bucket)."
+    )
     s3_endpoint_url: str | None = Field(None, description="S3 endpoint; None: AWS.")
     s3_public_endpoint_url: str | None = Field(
         None, description="Endpoint clients reach for presigned downloads; None: s3_endpoint_url."
     )
-    s3_region: str = "us-east-1"
-    s3_access_key_id: str | None = None
-    s3_secret_access_key: SecretStr | None = None
-    s3_bucket: str = Field("gni-artifacts", min_length=3, max_length=63)
+    s3_region: str = Field("us-east-1", description="Region of the bucket (signing).")
+    s3_access_key_id: str | None = Field(None, description="S3 access key; None: boto3's own lookup.")
+    s3_secret_access_key: SecretStr | None = Field(
+        None, description="S3 secret key (never logged); None: boto3's own lookup."
+    )
+    s3_bucket: str = Field(
+        "gni-artifacts", min_length=3, max_length=63, description="Bucket of the artifacts."
+    )
     s3_presign_expiry_s: int = Field(300, ge=1, le=604_800, description="Lifetime of a download URL.")
     s3_multipart_threshold_bytes: int = Field(
         64 * 1024 * 1024, ge=5 * 1024 * 1024, description="Files above this upload in parts."
     )
-    s3_multipart_chunk_bytes: int = Field(64 * 1024 * 1024, ge=5 * 1024 * 1024)
+    s3_multipart_chunk_bytes: int = Field(
+        64 * 1024 * 1024, ge=5 * 1024 * 1024, description="Size of one part of a multipart upload."
+    )
     # Security and operations.
     env: Environment = Field(
         "development", description="production refuses default credentials and disabled authentication."
     )
     auth: AuthMode = Field("disabled", description="required: every /v1 request carries a Bearer API key.")
     log_format: Literal["json", "text"] = Field("json", description="json: one object per line.")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least level logged (any case)."
+    )
     max_run_steps: int = Field(1_000_000, ge=1, description="Most training steps of one run.")
     max_model_parameters: int = Field(
         50_000_000, ge=1, description="Most parameters of one run's network (weights and biases)."
