@@ -137,9 +137,12 @@ def load_restricted_pickle(path: Path) -> Any:
         AttributeError,
         IndexError,
         KeyError,
+        OverflowError,
         struct.error,
     ) as error:
         raise DataError(f"{path}: corrupt pickle: {type(error).__name__}: {error}") from None
+    except MemoryError:  # a crafted file asking for a huge array or byte string
+        raise DataError(f"{path}: the pickle asks for more memory than there is (not a data batch)") from None
 
 
 # ---------------------------------------------------------------------------------- .mat files
@@ -152,5 +155,7 @@ def load_mat(path: Path) -> dict[str, Any]:
         return dict(loadmat(str(path)))
     except NotImplementedError as error:  # MATLAB v7.3 (HDF5) files
         raise DataError(f"{path}: unsupported .mat version: {error}") from None
-    except (MatReadError, ValueError, TypeError, OSError, EOFError, struct.error) as error:
+    except (MatReadError, ValueError, TypeError, OSError, EOFError, struct.error, zlib.error) as error:
         raise DataError(f"{path}: cannot read .mat file: {type(error).__name__}: {error}") from None
+    except MemoryError:
+        raise DataError(f"{path}: the .mat file asks for more memory than there is") from None

@@ -108,7 +108,11 @@ def _cifar_batch(path: Path) -> _RawImages:
         raise DataError(f"{path}: expected b'data' as a uint8 array of shape (N, 3072), found {found}")
     if not isinstance(labels, list | np.ndarray) or not all(isinstance(v, int | np.integer) for v in labels):
         raise DataError(f"{path}: expected b'labels' as a list of integer class ids")
-    y = _checked_labels(np.asarray(labels, dtype=np.int64), data.shape[0], str(path))
+    try:
+        as_int64 = np.asarray(labels, dtype=np.int64)
+    except OverflowError:
+        raise DataError(f"{path}: b'labels' holds a class id beyond 64 bits (CIFAR-10's are 0–9)") from None
+    y = _checked_labels(as_int64, data.shape[0], str(path))
     return _RawImages(data.reshape(-1, 3, 32, 32), y)  # rows are 1024 R, 1024 G, 1024 B, each row-major
 
 

@@ -24,6 +24,15 @@ def resolve_data_dir(explicit: str | Path | None, from_spec: str | None, *, name
     raise DataError(f"{name}: no data directory given; expected {layout}; pass data_dir or {_HOW_TO_SET}")
 
 
+def is_file(path: Path, *, name: str) -> bool:
+    """Whether ``path`` is a file; a folder that cannot be entered is a :class:`DataError` naming it
+    (``Path.is_file`` raises for it instead of answering)."""
+    try:
+        return path.is_file()
+    except OSError as error:
+        raise DataError(f"{name}: cannot look for {path}: {error.strerror or error}") from None
+
+
 def find_file(
     directories: Sequence[Path], filename: str, *, name: str, layout: str, gzipped_ok: bool = False
 ) -> Path:
@@ -32,7 +41,7 @@ def find_file(
     for directory in directories:
         for candidate in names:
             path = directory / candidate
-            if path.is_file():
+            if is_file(path, name=name):
                 return path
     suffix = "[.gz]" if gzipped_ok else ""
     tried = " or ".join(f"{directory / filename}{suffix}" for directory in directories)
@@ -46,7 +55,7 @@ def first_existing(directories: Sequence[Path], filenames: Sequence[str], *, nam
     """The first file of ``filenames`` found in any of ``directories`` (filenames in order of preference)."""
     for filename in filenames:
         for directory in directories:
-            if (directory / filename).is_file():
+            if is_file(directory / filename, name=name):
                 return directory / filename
     tried = " or ".join(str(directory / filename) for filename in filenames for directory in directories)
     raise DataError(f"{name}: file not found: {tried}; expected {layout}; {_HOW_TO_SET}")

@@ -120,30 +120,45 @@ def _parse_float(text: str, path: Path, line: int) -> float:
     return value
 
 
+def _housing_columns(header: list[str], path: Path) -> tuple[list[int], list[int]]:
+    """Column indices of the 13 features, in BOSTON_FEATURES' order, and of MEDV, matched by name
+    (any case); an unknown, missing or repeated name is a :class:`DataError` naming it."""
+    by_name: dict[str, int] = {}
+    unknown = []
+    for j, name in enumerate(header):
+        key = name.upper()
+        if name.lower() in _INDEX_COLUMNS:
+            continue
+        if key not in (*BOSTON_FEATURES, BOSTON_TARGET):
+            unknown.append(name)
+        elif key in by_name:
+            raise DataError(f"{path}: column {name!r} appears twice in the header {header}")
+        else:
+            by_name[key] = j
+    missing = [name for name in (*BOSTON_FEATURES, BOSTON_TARGET) if name not in by_name]
+    if unknown or missing:
+        raise DataError(
+            f"{path}: header {header}: unknown columns {unknown}, missing {missing}; the columns are "
+            f"{', '.join(BOSTON_FEATURES)} and {BOSTON_TARGET} (any order, any case); "
+            f"expected {BOSTON_LAYOUT}"
+        )
+    return [by_name[name] for name in BOSTON_FEATURES], [by_name[BOSTON_TARGET]]
+
+
 def _read_housing_csv(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.float64]], list[str]]:
     with path.open(newline="") as handle:
         rows = [(i, row) for i, row in enumerate(csv.reader(handle), start=1) if row]
     if not rows:
         raise DataError(f"{path}: empty file; expected {BOSTON_LAYOUT}")
-    header = [name.strip() for name in rows[0][1]]
-    targets = [j for j, name in enumerate(header) if name.upper() == BOSTON_TARGET]
-    features = [
-        j
-        for j, name in enumerate(header)
-        if name.upper() != BOSTON_TARGET and name.lower() not in _INDEX_COLUMNS
-    ]
-    if len(targets) != 1 or len(features) != len(BOSTON_FEATURES):
-        raise DataError(
-            f"{path}: header {header} must name one {BOSTON_TARGET} column and {len(BOSTON_FEATURES)} "
-            f"feature columns; expected {BOSTON_LAYOUT}"
-        )
+    header = [name.strip().lstrip("\ufeff").strip() for name in rows[0][1]]  # a BOM before the first
+    features, targets = _housing_columns(header, path)
     columns = [*features, targets[0]]
     table = []
     for line, row in rows[1:]:
         if len(row) != len(header):
             raise DataError(f"{path}:{line}: {len(row)} values, the header names {len(header)} columns")
         table.append([_parse_float(row[j], path, line) for j in columns])
-    return np.asarray(table, dtype=np.float64).reshape(-1, len(columns)), [header[j] for j in features]
+    return np.asarray(table, dtype=np.float64).reshape(-1, len(columns)), list(BOSTON_FEATURES)
 
 
 def _read_housing_data(path: Path) -> tuple[np.ndarray[Any, np.dtype[np.float64]], list[str]]:

@@ -274,3 +274,50 @@ def test_svhn_errors_name_the_file(tmp_path: Path) -> None:
     )
     with pytest.raises(DataError, match=r"labels outside 1\.\.10"):
         build_dataset(image_spec("svhn"), data_dir=tmp_path)
+
+
+def test_cifar_batches_that_break_the_reader_are_data_errors(tmp_path: Path) -> None:
+    batches = write_cifar(tmp_path)
+    path = tmp_path / "cifar-10-batches-py" / "data_batch_1"
+    huge_label = {**batches["data_batch_1"], b"labels": [2**70, 1]}
+    path.write_bytes(pickle.dumps(huge_label, protocol=2))
+    with pytest.raises(DataError, match=r"data_batch_1: b'labels' holds a class id beyond 64 bits"):
+        build_dataset(image_spec("cifar10"), data_dir=tmp_path)
+    # builtins.bytes(2**62): an allowed call asking for more memory than any machine has
+    path.write_bytes(b"\x80\x02cbuiltins\nbytes\n\x8a\x08" + (2**62).to_bytes(8, "little") + b"\x85R.")
+    with pytest.raises(DataError, match=r"data_batch_1: the pickle asks for more memory than there is"):
+        build_dataset(image_spec("cifar10"), data_dir=tmp_path)
+
+
+def test_a_data_folder_that_cannot_be_entered_is_a_data_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_mnist(tmp_path / "mnist", gz=False)
+    is_file = Path.is_file
+
+    def locked(path: Path) -> bool:  # what Path.is_file does under a folder without the x bit
+        if path.parent == tmp_path / "mnist":
+            raise PermissionError(13, "Permission denied", str(path))
+        return is_file(path)
+
+    monkeypatch.setattr(Path, "is_file", locked)
+    with pytest.raises(
+        DataError, match=r"mnist: cannot look for .*mnist/train-images-idx3-ubyte: Permission denied"
+    ):
+        build_dataset(image_spec("mnist"), data_dir=tmp_path)
+
+
+def test_a_corrupt_compressed_mat_file_is_a_data_error(tmp_path: Path) -> None:
+    write_svhn(tmp_path)
+    path = tmp_path / "test_32x32.mat"
+    scipy.io.savemat(
+        path,
+        {"X": RNG.integers(0, 256, (32, 32, 3, 2), dtype=np.uint8), "y": np.array([[1], [2]], np.uint8)},
+        do_compression=True,
+    )
+    corrupt = bytearray(path.read_bytes())
+    for i in range(200, 260):
+        corrupt[i] ^= 0xFF
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(DataError, match=r"test_32x32\.mat: cannot read \.mat file"):
+        build_dataset(image_spec("svhn"), data_dir=tmp_path)

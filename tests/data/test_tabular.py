@@ -110,13 +110,36 @@ def test_boston_missing_and_malformed_files(tmp_path: Path) -> None:
         build_dataset(spec, data_dir=tmp_path)
     assert str(tmp_path / "boston" / "housing.csv") in missing.value.message
     write_housing_csv(tmp_path / "housing.csv", [*FEATURES[:-1], "MEDV"], ROWS[:, 1:])
-    with pytest.raises(DataError, match="13 feature columns"):
+    with pytest.raises(DataError, match=r"unknown columns \[\], missing \['LSTAT'\]"):
         build_dataset(spec, data_dir=tmp_path)
     write_housing_csv(tmp_path / "housing.csv", [*FEATURES, "MEDV"], ROWS)
     text = (tmp_path / "housing.csv").read_text().replace("24.0", "NA")
     (tmp_path / "housing.csv").write_text(text)
     with pytest.raises(DataError, match=r"housing\.csv:2: 'NA' is not a number"):
         build_dataset(spec, data_dir=tmp_path)
+
+
+def test_boston_columns_are_matched_by_name_in_any_order_and_case(tmp_path: Path) -> None:
+    write_housing_csv(tmp_path / "housing.csv", [*FEATURES, "MEDV"], ROWS)
+    spec = spec_for({"name": "boston"})
+    reference = build_dataset(spec, data_dir=tmp_path, dtype=torch.float64)
+    order = [13, *range(12, -1, -1)]  # MEDV first, then the features backwards, lower case, a BOM
+    header = ["\ufeffmedv", *(FEATURES[j].lower() for j in range(12, -1, -1))]
+    write_housing_csv(tmp_path / "housing.csv", header, ROWS[:, order])
+    shuffled = build_dataset(spec, data_dir=tmp_path, dtype=torch.float64)
+    assert torch.equal(shuffled.x_train, reference.x_train) and torch.equal(
+        shuffled.y_train, reference.y_train
+    )
+    assert shuffled.meta["feature_names"] == FEATURES
+    for bad, message in (
+        ([*FEATURES, "MEDV", "CAT. MEDV"], r"unknown columns \['CAT. MEDV'\]"),  # derived from the target
+        ([*FEATURES[:-1], "CRIM", "MEDV"], "'CRIM' appears twice"),
+        ([f"x{j}" for j in range(13)] + ["MEDV"], r"unknown columns \['x0'"),
+    ):
+        rows = np.column_stack([ROWS, ROWS[:, :1]]) if len(bad) == 15 else ROWS
+        write_housing_csv(tmp_path / "housing.csv", bad, rows)
+        with pytest.raises(DataError, match=message):
+            build_dataset(spec, data_dir=tmp_path)
 
 
 def test_boston_with_one_training_row_is_refused_not_standardised_to_zeros(tmp_path: Path) -> None:
