@@ -20,13 +20,29 @@ from collections.abc import Sequence
 import torch
 
 
+def rfft_per_row(values: torch.Tensor) -> torch.Tensor:
+    """``torch.fft.rfft`` over the last axis, one row at a time: (…, n) → (…, n//2 + 1).
+
+    A batched FFT may round differently from the same row's FFT alone (its vectorised paths depend
+    on how many rows there are), and a run's numbers must not depend on its batch.
+    """
+    n = values.shape[-1]
+    rows = values.reshape(-1, n)
+    shape = (*values.shape[:-1], n // 2 + 1)
+    if len(rows) == 0:
+        return torch.empty(
+            shape, dtype=torch.complex128 if values.dtype == torch.float64 else torch.complex64
+        )
+    return torch.stack([torch.fft.rfft(row) for row in rows]).reshape(shape)
+
+
 def spectrum(values: torch.Tensor) -> torch.Tensor:
     r"""|FFT|/n of values on a uniform grid over the last axis, first n/2 bins: (…, n) → (…, n//2).
 
     Bin ω holds :math:`|c_\omega|`, the amplitude per unit of frequency ω (cycles per unit length).
     """
     n = values.shape[-1]
-    amplitudes: torch.Tensor = torch.fft.rfft(values, dim=-1).abs()[..., : n // 2] / n
+    amplitudes: torch.Tensor = rfft_per_row(values).abs()[..., : n // 2] / n
     return amplitudes
 
 
@@ -70,7 +86,7 @@ def derivative_energy_spectrum(values: torch.Tensor) -> torch.Tensor:
     (πn)²|c|²/2).
     """
     n = values.shape[-1]
-    c = torch.fft.rfft(values, dim=-1) / n  # (…, n//2 + 1)
+    c = rfft_per_row(values) / n  # (…, n//2 + 1)
     omega = torch.arange(c.shape[-1], dtype=values.dtype, device=values.device)
     weight = torch.full_like(omega, 2.0)
     weight[0] = 1.0

@@ -99,3 +99,13 @@ def test_the_nyquist_bin_counts_as_the_interpolants_cosine():
         assert math.isclose(
             float(derivative_energy_spectrum(wave).sum()), (2 * math.pi * k) ** 2 / 2, rel_tol=1e-10
         )
+
+
+def test_a_runs_spectrum_is_the_same_bits_alone_and_in_a_batch():
+    # 64 points: a power of two, where the batched FFT takes vectorised paths that round differently
+    values = torch.randn(9, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    together, energies = spectrum(values), derivative_energy_spectrum(values)
+    for i in range(len(values)):
+        assert torch.equal(together[i], spectrum(values[i : i + 1])[0])
+        assert torch.equal(energies[i], derivative_energy_spectrum(values[i]))
+    assert spectrum(values[:0]).shape == (0, 32)
