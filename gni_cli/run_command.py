@@ -236,6 +236,7 @@ def _print_table(runs: Any, outcomes: Any, out: Path) -> None:
         print(
             f"device: {first.get('device')} ({first.get('device_name')}), "
             f"precision {first.get('precision')}, noise {first.get('noise_stream')}, "
-            f"engine {first.get('engine_version')}, torch {first.get('torch_version')}"
+            f"engine {first.get('engine_version')} (code {first.get('engine_fingerprint')}), "
+            f"torch {first.get('torch_version')}"
         )
     print(f"results written to {out}")

@@ -5,6 +5,7 @@ A checkpoint of run e of a batch is one dict::
     {
         "format": "gni-checkpoint/1",
         "engine_version": str,
+        "engine_fingerprint": str,         # gni_engine.provenance: the code that wrote it
         "spec": dict,                      # the run spec (JSON form)
         "step": int,                       # steps done
         "status": str, "error": str | None,
@@ -29,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gni_engine import __version__
+from gni_engine.provenance import engine_fingerprint
 from gni_engine.recording import MetricRow
 from gni_engine.spec import RunSpec
 from gni_engine.training import BatchTrainer
@@ -47,6 +49,7 @@ def run_checkpoint(trainer: BatchTrainer, e: int) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "engine_version": __version__,
+        "engine_fingerprint": engine_fingerprint(),
         "spec": state.spec.model_dump(mode="json"),
         "step": trainer.step,
         "status": state.status,

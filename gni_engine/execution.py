@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from gni_engine import __version__
 from gni_engine.data import input_output_dims
 from gni_engine.errors import GNIError
+from gni_engine.provenance import engine_fingerprint, software_facts
 from gni_engine.recording import MetricRow
 from gni_engine.spec import MLPSpec, RunSpec
 from gni_engine.training import (
@@ -328,7 +329,9 @@ def resumable(
     specs: Sequence[RunSpec],
     noise: tuple[str, str] | None = None,
 ) -> bool:
-    """Whether a batch can resume from these checkpoints: one per run, its own spec, one step.
+    """Whether a batch can resume from these checkpoints: one per run, its own spec, one step,
+    written by this very engine (its version and :func:`~gni_engine.provenance.engine_fingerprint`:
+    other code may train differently, so a run never mixes two codes; it starts over instead).
 
     ``noise`` = (device type, noise stream) of the resuming trainer: a checkpoint written on another
     kind of device or with another noise stream (GPU counters vs CPU generators) cannot continue its
@@ -341,6 +344,12 @@ def resumable(
     if not checkpoints or len(checkpoints) != len(specs) or any(c is None for c in checkpoints):
         return False
     steps = {c["step"] for c in checkpoints if c is not None}
+    this_code = [__version__, engine_fingerprint()]
+    if any(
+        c is not None and [c.get("engine_version"), c.get("engine_fingerprint")] != this_code
+        for c in checkpoints
+    ):
+        return False
     same_specs = all(
         c is not None and RunSpec.model_validate(c["spec"]).spec_hash() == spec.spec_hash()
         for c, spec in zip(checkpoints, specs, strict=True)
@@ -431,7 +440,11 @@ def _execute_batch(
         out_failed: dict[int, RunOutcome] = {}
         for i in indices:
             failed = RunState(specs[i], status="failed", error=error.message)
-            failed.summary = {"engine_version": __version__, "spec_hash": specs[i].spec_hash()}
+            failed.summary = {
+                "engine_version": __version__,
+                **software_facts(),
+                "spec_hash": specs[i].spec_hash(),
+            }
             files = write_run_files(failed, out_dirs[i], label=os.path.basename(out_dirs[i]))
             out_failed[i] = RunOutcome(i, "failed", {}, error.message, files)  # summary as before
         return out_failed

@@ -37,6 +37,7 @@ from gni_engine.losses import run_losses
 from gni_engine.networks import build_network
 from gni_engine.noise import NoisePlan, NoiseSampler, NoiseScales
 from gni_engine.optim import StackedOptimiser
+from gni_engine.provenance import cpu_model, software_facts
 from gni_engine.recording import LossRecorder, MetricRow, RecordContext, Recorder, RegulariserRecorder
 from gni_engine.regulariser import stacked_noise_gap, stacked_regulariser
 from gni_engine.seeding import derive_seed, make_generator
@@ -609,8 +610,9 @@ class BatchTrainer:
                     "graph_replayed_steps": self.step_graph.replays if self.step_graph is not None else 0,
                     "dtype": str(self.dtype).removeprefix("torch."),
                     "engine_version": __version__,
-                    "torch_version": torch.__version__,
+                    **software_facts(),
                     "spec_hash": state.spec.spec_hash(),
+                    "data": dict(self.datasets[e].meta),
                     "batch_runs": len(self.specs),
                     "wall_time_s": wall,
                 }
@@ -621,9 +623,7 @@ class BatchTrainer:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    import platform
-
-    return platform.processor() or platform.machine() or "cpu"
+    return cpu_model()
 
 
 def default_recorders() -> list[Recorder]:

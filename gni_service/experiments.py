@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from gni_engine import __version__ as engine_version
 from gni_engine.errors import Conflict, NotFound, SpecError
+from gni_engine.provenance import engine_fingerprint
 from gni_engine.spec import RunSpec
 from gni_engine.sweep import Coordinates, SweepSpec, expand_sweep
 from gni_service.executor.base import Executor
@@ -90,18 +91,25 @@ def create_experiment(
 ) -> tuple[Experiment, list[str]]:
     """Store the experiment and its queued runs; returns it with the keys of the batches to train.
 
-    With ``reuse_results``, runs whose spec the owner already trained with this engine version are
-    stored succeeded instead, with that run's results (see :mod:`gni_service.reuse`); an
-    experiment made only of such runs is finished at once. The caller commits, then announces the
-    batch keys to the executor (see :func:`submit_experiment`). ``run_figures=False``: the runs are
-    trained without their own figures (a reused run then may come from any experiment; with
-    figures, only from one that drew them).
+    With ``reuse_results``, runs whose spec the owner already trained with this engine (version and
+    source fingerprint) are stored succeeded instead, with that run's results (see
+    :mod:`gni_service.reuse`); an experiment made only of such runs is finished at once. The caller
+    commits, then announces the batch keys to the executor (see :func:`submit_experiment`).
+    ``run_figures=False``: the runs are trained without their own figures (a reused run then may come
+    from any experiment; with figures, only from one that drew them).
     """
     expanded = expand_and_plan(sweep, max_runs=max_runs)
     now = utcnow()
     hashes = [spec.spec_hash() for spec in expanded.specs]
     reusable = (
-        find_reusable(session, hashes, owner=owner, engine_version=engine_version, with_figures=run_figures)
+        find_reusable(
+            session,
+            hashes,
+            owner=owner,
+            engine_version=engine_version,
+            engine_fingerprint=engine_fingerprint(),
+            with_figures=run_figures,
+        )
         if reuse_results
         else {}
     )

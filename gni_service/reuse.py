@@ -3,9 +3,10 @@
 When an experiment is created with ``reuse_results``, each expanded run whose canonical
 ``spec_hash`` matches a succeeded, trained (not itself reused) run is created succeeded at once,
 with ``reused_from`` naming that run. A source must belong to the same owner (another owner's
-results are that owner's data, never shown to anyone else) and carry the same engine version in
-its summary (``engine_version``, written by the engine into every summary), so a result is reused
-only where this service would train the very same thing.
+results are that owner's data, never shown to anyone else) and carry the same engine version and
+code in its summary (``engine_version`` and ``engine_fingerprint``, a hash of the engine's source
+files, written by the engine into every summary), so a result is reused only where this service
+would train the very same thing with the very same code.
 
 A reused run gets its source's summary and device, a copy of its metric series (one
 ``INSERT … SELECT`` in the database, however long the series), and artifact records of its own
@@ -39,6 +40,7 @@ from gni_service.json_sql import json_string
 from gni_service.models import Artifact, Experiment, MetricPoint, Run, RunStatus
 
 ENGINE_VERSION = FieldPath("summary", ("engine_version",), "summary.engine_version")
+ENGINE_FINGERPRINT = FieldPath("summary", ("engine_fingerprint",), "summary.engine_fingerprint")
 # Well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
 HASHES_PER_QUERY = 500
 
@@ -69,6 +71,7 @@ def find_reusable(
     *,
     owner: str | None,
     engine_version: str,
+    engine_fingerprint: str,
     with_figures: bool = True,
 ) -> dict[str, ReusableRun]:
     """For each spec hash that has one, the most recently finished trained run to reuse.
@@ -90,6 +93,7 @@ def find_reusable(
                 Run.reused_from.is_(None),
                 owned,
                 json_string(ENGINE_VERSION, dialect) == engine_version,
+                json_string(ENGINE_FINGERPRINT, dialect) == engine_fingerprint,
             )
             .order_by(Run.finished_at.desc(), Run.id)
         )

@@ -29,6 +29,7 @@ from gni_engine.data.images import IMAGE_SHAPES, N_CLASSES, image_dataset
 from gni_engine.data.synthetic import circles, sinusoids, two_moons
 from gni_engine.data.tabular import BOSTON_FEATURES, boston, diabetes, digits
 from gni_engine.errors import DataError
+from gni_engine.provenance import data_files
 from gni_engine.spec import (
     BostonData,
     CirclesData,
@@ -91,10 +92,12 @@ def build_dataset(
         raise DataError(
             f"{data.name}: built {dataset.input_shape} → {dataset.n_outputs}, expected {expected}"
         )
-    common = {
+    common: dict[str, object] = {
         "name": data.name,
         "data_seed": seed,
         "n_train": len(dataset.x_train),
         "n_test": len(dataset.x_test),
     }
+    if "files" in dataset.meta:  # which bytes were read: a result names its data, not only a path
+        common["file_digests"] = data_files(dataset.meta["files"])
     return dataclasses.replace(dataset, meta={**common, **dataset.meta})

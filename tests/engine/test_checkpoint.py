@@ -49,3 +49,22 @@ def test_resume_is_bit_identical(tmp_path):
         assert [(r.step, r.name, r.value) for r in a.metrics if r.step > 0] == [
             (r.step, r.name, r.value) for r in b.metrics if r.step > 0
         ]
+
+
+def test_a_checkpoint_of_other_code_is_not_resumed():
+    from gni_engine import __version__
+    from gni_engine.execution import resumable
+    from gni_engine.provenance import engine_fingerprint
+
+    specs = _specs()[:1]
+    trainer = BatchTrainer(specs)
+    trainer.train_step()
+    checkpoint = run_checkpoint(trainer, 0)
+    assert (checkpoint["engine_version"], checkpoint["engine_fingerprint"]) == (
+        __version__,
+        engine_fingerprint(),
+    )
+    assert resumable([checkpoint], specs)
+    assert not resumable([{**checkpoint, "engine_version": "0.0.1"}], specs)
+    assert not resumable([{**checkpoint, "engine_fingerprint": "0" * 16}], specs)  # edited, same version
+    assert not resumable([{k: v for k, v in checkpoint.items() if k != "engine_fingerprint"}], specs)

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 import gni_engine
+from gni_engine.provenance import engine_fingerprint
 from gni_engine.spec import RunSpec
 from gni_engine.sweep import SweepSpec
 from gni_service.artifacts import delete_artifacts, store_artifact
@@ -226,11 +227,13 @@ def test_deleting_artifacts_keeps_objects_another_record_still_names(context, ti
 
 
 # ------------------------------------------------------------------------------------ the API
-def _finished_source(session, store, tmp_path, experiment_id: str, version: str) -> Run:
+def _finished_source(
+    session, store, tmp_path, experiment_id: str, version: str, fingerprint: str = engine_fingerprint()
+) -> Run:
     """Make the experiment's one run succeeded by hand: summary, three metric points, one artifact."""
     run = session.scalars(select(Run).where(Run.experiment_id == experiment_id)).one()
     run.status = RunStatus.succeeded
-    run.summary = {"train_loss": 0.25, "engine_version": version}
+    run.summary = {"train_loss": 0.25, "engine_version": version, "engine_fingerprint": fingerprint}
     run.device = "cpu"
     run.progress_step = run.progress_total
     run.started_at = run.finished_at = utcnow()
@@ -287,6 +290,17 @@ def test_the_api_does_not_reuse_another_engine_versions_result(client, session, 
     body = {"base": tiny_spec}
     first = client.post("/v1/experiments", json=body).json()
     _finished_source(session, store, tmp_path, first["id"], "0.0.1")
+    experiment = client.post("/v1/experiments", json={**body, "reuse_results": True}).json()
+    assert experiment["status"] == "queued" and experiment["counts"]["queued"] == 1
+
+
+def test_the_api_does_not_reuse_a_result_of_other_code_under_the_same_version(
+    client, session, store, tiny_spec, tmp_path
+):
+    body = {"base": tiny_spec}
+    first = client.post("/v1/experiments", json=body).json()
+    edited = "0" * 16  # the engine's source edited without a new version number
+    _finished_source(session, store, tmp_path, first["id"], gni_engine.__version__, edited)
     experiment = client.post("/v1/experiments", json={**body, "reuse_results": True}).json()
     assert experiment["status"] == "queued" and experiment["counts"]["queued"] == 1
 
