@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gni_service.db import Database
 from gni_service.executor.base import Executor
-from gni_service.migrate import upgrade_database
+from gni_service.migrate import check_schema, upgrade_database
+from gni_service.readiness import ReadinessProbe
 from gni_service.settings import ServiceSettings
 from gni_service.storage import ArtifactStore, LocalArtifactStore
 
@@ -17,6 +18,16 @@ class ServiceContext:
     database: Database
     store: ArtifactStore
     executor: Executor
+    readiness: ReadinessProbe = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.readiness = ReadinessProbe(
+            {
+                "database": lambda: check_schema(self.database.engine),
+                "storage": lambda: self.store.check(),  # looked up at each probe: a swapped store counts
+                "executor": lambda: self.executor.check(),
+            }
+        )
 
     def close(self, timeout: float | None = 30.0) -> None:
         self.executor.stop(timeout)

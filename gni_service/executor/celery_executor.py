@@ -43,6 +43,9 @@ class BrokerUnavailable(GNIError):
     error_type = "executor_unavailable"
 
 
+BROKER_SOCKET_TIMEOUT_S = 5.0
+
+
 def celery_config(settings: ServiceSettings) -> dict[str, Any]:
     """The Celery configuration shared by the API's client app and the workers."""
     return {
@@ -56,6 +59,10 @@ def celery_config(settings: ServiceSettings) -> dict[str, Any]:
             "queue_order_strategy": "priority",
             # A message unacknowledged this long is delivered again; the claim makes that harmless.
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            # A Redis that accepts connections but never answers is an error after this long, not a
+            # request (or /readyz, or the reaper) blocked forever.
+            "socket_timeout": BROKER_SOCKET_TIMEOUT_S,
+            "socket_connect_timeout": BROKER_SOCKET_TIMEOUT_S,
         },
         "task_serializer": "json",
         "result_serializer": "json",
@@ -174,13 +181,18 @@ class CeleryExecutor:
             for batch_key, spec in session.execute(statement):
                 specs[batch_key].append(RunSpec.model_validate(spec))
         messages = plan_messages(dict(specs), self._settings)
-        for message in messages:
-            self.send(message)
+        for sent, message in enumerate(messages):
+            if not self.send(message):
+                # The broker is down or hung: the rest would wait as long each. They stay queued in
+                # the database and the reaper announces them again (GNI_REQUEUE_QUEUED_AFTER_S).
+                log.error("%d batches left for the reaper to announce again", len(messages) - sent)
+                return
         experiments = sorted({batch_key.partition("/")[0] for batch_key in specs})
         ids = {"experiment_id": experiments[0]} if len(experiments) == 1 else {}
         log.info("announced %d batches of %s", len(messages), ", ".join(experiments), extra=ids)
 
-    def send(self, message: BatchMessage) -> None:
+    def send(self, message: BatchMessage) -> bool:
+        """Publish one batch's message; whether the broker took it."""
         try:
             self._app.send_task(
                 EXECUTE_BATCH_TASK,
@@ -197,6 +209,8 @@ class CeleryExecutor:
             # The runs stay queued in the database (the source of truth); re-announcing them is
             # the recovery path's job, so the submission itself does not fail.
             log.error("could not send batch %s to the broker: %s", message.batch_key, error)
+            return False
+        return True
 
     def stop(self, timeout: float | None = None) -> None:
         self._reaper.stop(timeout)
