@@ -23,6 +23,9 @@ _NO_TRANSACTION = "gni_sqlite_no_transaction"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
+POSTGRES_CONNECT_TIMEOUT_S = 10
+
+
 def create_db_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings this service relies on (foreign keys and WAL on SQLite)."""
     parsed = make_url(url)
@@ -37,6 +40,10 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 40)
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # A server that never answers a connection is an error after this long, not a hung thread.
+        connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
 

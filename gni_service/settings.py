@@ -34,10 +34,10 @@ The remaining tuning fields (``GNI_S3_*``, ``GNI_TASK_*``) are described on the 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -251,6 +251,11 @@ class ServiceSettings(BaseModel):
                 )
         return self
 
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """The repr hides the passwords of its URLs (the S3 secret is a SecretStr already)."""
+        for name, value in super().__repr_args__():
+            yield name, _without_password(value) if name in _URL_FIELDS else value
+
     def secrets(self) -> dict[str, str | None]:
         """Every secret of the settings by field name (for checks only: never log these)."""
         return {
@@ -310,6 +315,15 @@ def _env_detail(detail: dict[str, str]) -> dict[str, str]:
     if loc == "(root)" and head in ServiceSettings.model_fields:
         loc, msg = head, rest
     return {"loc": _ENV_PREFIX + loc.upper(), "msg": msg}
+
+
+_URL_FIELDS = frozenset({"database_url", "broker_url", "rate_limit_redis_url"})
+
+
+def _without_password(url: Any) -> Any:
+    if not isinstance(url, str) or _password_of(url) is None:
+        return url
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def _password_of(url: str | None) -> str | None:

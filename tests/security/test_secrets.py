@@ -64,3 +64,37 @@ def test_keys_and_passwords_never_reach_logs_or_bodies(sqlite_url, make_app, cli
     for text in [*texts, caplog.text]:
         assert secret_part not in text and secret_part[:-3] not in text
         assert STRONG not in text
+
+
+def test_the_settings_repr_hides_every_password():
+    settings = ServiceSettings(
+        database_url=f"postgresql+psycopg://gni:{STRONG}@db:5432/gni",
+        broker_url=f"redis://:{STRONG}@redis:6379/0",
+        rate_limit_redis_url=f"redis://user:{STRONG}@redis:6379/1",
+        s3_secret_access_key=STRONG,
+    )
+    for text in (repr(settings), str(settings), f"{settings!r}"):
+        assert STRONG not in text
+        assert "postgresql+psycopg://gni:***@db:5432/gni" in text and "redis://:***@redis:6379/0" in text
+    assert settings.database_url is not None and STRONG in settings.database_url  # the value itself is whole
+
+
+def test_a_postgresql_server_that_never_answers_a_connection_times_out(monkeypatch: pytest.MonkeyPatch):
+    import socket
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    import gni_service.db as db
+
+    silent = socket.socket()  # accepts (the kernel's backlog) and never answers the start-up packet
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    monkeypatch.setattr(db, "POSTGRES_CONNECT_TIMEOUT_S", 2)  # libpq's least
+    engine = db.create_db_engine(f"postgresql+psycopg://gni@127.0.0.1:{silent.getsockname()[1]}/gni")
+    started = time.monotonic()
+    with pytest.raises(OperationalError, match="timeout"):
+        engine.connect()
+    assert time.monotonic() - started < 10
+    engine.dispose()
+    silent.close()
