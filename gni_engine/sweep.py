@@ -53,7 +53,10 @@ class SweepSpec(Frozen):
         for values in axes.values():
             size *= len(values)
         if size > MAX_SWEEP_RUNS:
-            raise ValueError(f"the sweep expands to {size} runs; the limit is {MAX_SWEEP_RUNS}")
+            raise ValueError(
+                f"the sweep expands to {size} runs; no sweep may hold more than {MAX_SWEEP_RUNS} "
+                "(a service may accept fewer: its GNI_MAX_SWEEP_RUNS)"
+            )
         return axes
 
     def size(self) -> int:

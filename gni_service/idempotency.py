@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete
 from sqlalchemy.orm import Session
 
 from gni_engine.errors import Conflict
@@ -56,6 +58,13 @@ def find_response(session: Session, owner: str, key: str, hash_: str) -> StoredR
         message = "this Idempotency-Key was already used with a different request; use a new key"
         raise IdempotencyConflict(message, details={"idempotency_key": key})
     return StoredResponse(record.status_code, record.response_body)
+
+
+def prune_responses(session: Session, older_than: datetime) -> int:
+    """Delete the stored answers made before ``older_than``; how many. Safe to run anywhere, any
+    number of times at once: a key older than that is new again for whoever sends it."""
+    result = session.execute(delete(IdempotencyRecord).where(IdempotencyRecord.created_at < older_than))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def record_response(

@@ -196,6 +196,7 @@ class Run(Base):
         Index(None, "experiment_id", "status"),
         Index(None, "status", "queued_at"),
         Index(None, "batch_key", "status"),
+        Index(None, "finished_at"),  # /metrics: the runs finished in the last day
     )
 
 

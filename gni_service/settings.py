@@ -118,6 +118,11 @@ class ServiceSettings(BaseModel):
     checkpoint_min_interval_s: float = Field(
         30.0, ge=0, description="Least time between two checkpoints of a batch (bounds the I/O)."
     )
+    idempotency_ttl_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Stored answers of Idempotency-Keys are deleted after this long (a retry later is new).",
+    )
     requeue_queued_after_s: float = Field(
         900.0, gt=0, description="A batch queued this long without being claimed is announced again."
     )

@@ -43,6 +43,7 @@ from gni_service.executor.experiment_figures import (
     store_experiment_figures,
 )
 from gni_service.experiments import refresh_experiment
+from gni_service.idempotency import prune_responses
 from gni_service.models import Run, RunStatus, utcnow
 from gni_service.settings import ServiceSettings
 from gni_service.storage import ArtifactStore
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 # A batch still queued is announced again after requeue_queued_after_s, then after twice that, …,
 # at most 2**MAX_REANNOUNCE_DOUBLINGS times it: a backlog of hours gets a few copies, not dozens.
 MAX_REANNOUNCE_DOUBLINGS = 4
+PRUNE_INTERVAL_S = 600.0  # how often a reaper deletes expired Idempotency-Key answers
 LOGGED_IDS = 20  # run ids a log line names (the count says how many there were)
 
 
@@ -164,6 +166,7 @@ class LeaseReaper:
         # Re-announcements of a batch still waiting: each doubles the wait before the next, so a
         # backlog that takes hours to drain gets a few copies of a message, not one per interval.
         self._reannounced: dict[str, int] = {}
+        self._pruned_at = float("-inf")
 
     def start(self) -> None:
         if self._thread is not None:
@@ -267,10 +270,24 @@ class LeaseReaper:
         if keys:
             self._announce(sorted(keys))
             self._announced_at.update(dict.fromkeys(keys, now))
+        self._prune_idempotency_records(now)
         # Forget announcements old enough to restrict nothing any more.
         horizon = now - settings.requeue_queued_after_s * 2.0**MAX_REANNOUNCE_DOUBLINGS
         self._announced_at = {k: t for k, t in self._announced_at.items() if t > horizon}
         return report
+
+    def _prune_idempotency_records(self, now: float) -> None:
+        """Every few minutes: delete Idempotency-Key answers older than GNI_IDEMPOTENCY_TTL_S."""
+        if now - self._pruned_at < PRUNE_INTERVAL_S:
+            return
+        self._pruned_at = now
+        older_than = utcnow() - timedelta(seconds=self._settings.idempotency_ttl_s)
+        with self._database.transaction() as session:
+            pruned = prune_responses(session, older_than)
+        if pruned:
+            log.info(
+                "deleted %d Idempotency-Key answers older than %g s", pruned, self._settings.idempotency_ttl_s
+            )
 
     def _any_expired(self) -> bool:
         """A read first: the write transaction (a lock, on SQLite) only when there is work."""

@@ -5,6 +5,9 @@ the run that trained it), so their unique constraint becomes a plain index; expe
 claim columns of their comparison figures. Experiments that already have figures are marked drawn,
 the others finished with succeeded runs are left pending for the reaper to draw.
 
+Downgrading deletes data: artifact keys become unique again, so the artifact records of reused runs
+(which name their source run's objects) are deleted; the objects and the source's records stay.
+
 Revision ID: 20261128_reuse_figures
 Revises: 20261127_api_keys
 Create Date: 2026-11-28 09:00:00+00:00

@@ -125,7 +125,13 @@ def sweep_axes(schema: dict[str, Any]) -> FieldRule:
                 return [("", problem)]
         size = math.prod(len(values) for values in axes.values())
         if size > MAX_SWEEP_RUNS:
-            return [("", f"the sweep expands to {size} runs; the limit is {MAX_SWEEP_RUNS}")]
+            return [
+                (
+                    "",
+                    f"the sweep expands to {size} runs; no sweep may hold more than {MAX_SWEEP_RUNS} "
+                    "(a service may accept fewer: its GNI_MAX_SWEEP_RUNS)",
+                )
+            ]
         return []
 
     return check

@@ -106,3 +106,48 @@ def test_the_reapers_log_names_the_runs_it_requeued(tmp_path: Path, caplog):
 
 def _flatten(lists: Sequence[Sequence[str]]) -> list[str]:
     return [item for keys in lists for item in keys]
+
+
+def test_the_reaper_deletes_idempotency_answers_past_their_ttl_every_few_minutes(tmp_path: Path):
+    from sqlalchemy import func, select
+
+    from gni_service.executor.leases import PRUNE_INTERVAL_S
+    from gni_service.models import IdempotencyRecord
+
+    url = f"sqlite:///{tmp_path / 'prune.sqlite3'}"
+    upgrade_database(url)
+    settings = ServiceSettings(data_folder=tmp_path, database_url=url, idempotency_ttl_s=3600)
+    database = Database(url)
+
+    def answer(key: str, age: timedelta) -> IdempotencyRecord:
+        return IdempotencyRecord(
+            owner="alice",
+            key=key,
+            request_hash="0" * 64,
+            status_code=202,
+            response_body={"id": key},
+            created_at=utcnow() - age,
+        )
+
+    with database.transaction() as session:
+        session.add_all([answer("old", timedelta(hours=2)), answer("new", timedelta(minutes=5))])
+    now = [0.0]
+    reaper = LeaseReaper(database, settings, lambda keys: None, clock=lambda: now[0])
+
+    def keys() -> list[str]:
+        with database.reading() as session:
+            return sorted(session.scalars(select(IdempotencyRecord.key)))
+
+    reaper.run_once()
+    assert keys() == ["new"]
+    with database.transaction() as session:
+        session.add(answer("later", timedelta(hours=3)))
+    now[0] = PRUNE_INTERVAL_S / 2
+    reaper.run_once()  # not yet: one DELETE every PRUNE_INTERVAL_S, not every pass
+    assert keys() == ["later", "new"]
+    now[0] = PRUNE_INTERVAL_S
+    reaper.run_once()
+    assert keys() == ["new"]
+    with database.reading() as session:
+        assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 1
+    database.dispose()
