@@ -130,6 +130,19 @@ class _StandardErrorHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass
 
 
+QUIET_LIBRARIES = (
+    "botocore",
+    "boto3",
+    "s3transfer",
+    "urllib3",
+    "httpcore",
+    "httpx",
+    "kombu",
+    "amqp",
+    "redis",
+)
+
+
 def configure_logging(
     log_format: Literal["json", "text"] = "json",
     level: str = "INFO",
@@ -161,6 +174,10 @@ def configure_logging(
         handler.addFilter(_ContextFilter())
     root.addHandler(handler)
     root.setLevel(level)
+    # DEBUG is for this service's own lines: the HTTP and AWS libraries would log request headers
+    # at DEBUG, signed Authorization headers and access key ids included.
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level.upper())))
     # uvicorn's loggers keep their own handlers unless told to propagate through this one.
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "celery"):
         logger = logging.getLogger(name)

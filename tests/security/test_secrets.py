@@ -98,3 +98,32 @@ def test_a_postgresql_server_that_never_answers_a_connection_times_out(monkeypat
     assert time.monotonic() - started < 10
     engine.dispose()
     silent.close()
+
+
+def test_debug_logging_is_the_services_own_not_the_http_libraries(monkeypatch: pytest.MonkeyPatch):
+    import io
+
+    from gni_service.structured_logging import QUIET_LIBRARIES, configure_logging
+
+    root = logging.getLogger()
+    before = (root.level, {name: logging.getLogger(name).level for name in QUIET_LIBRARIES})
+    stream = io.StringIO()
+    handler = configure_logging("json", "DEBUG", stream)
+    try:
+        logging.getLogger("gni_service.test").debug("own debug line")
+        logging.getLogger("botocore.endpoint").debug("Authorization: AWS4-HMAC-SHA256 Credential=AKIA...")
+        logging.getLogger("urllib3.connectionpool").debug("Starting new HTTPS connection")
+        logging.getLogger("botocore.credentials").info("Found credentials in environment variables.")
+        written = stream.getvalue()
+        assert "own debug line" in written and "Found credentials" in written
+        assert "AWS4-HMAC" not in written and "Starting new HTTPS" not in written
+        configure_logging("json", "WARNING", stream)
+        assert logging.getLogger("botocore").level == logging.WARNING  # never louder than asked
+    finally:
+        root.removeHandler(handler)
+        for installed in list(root.handlers):
+            if installed is not handler and getattr(installed, "stream", None) is stream:
+                root.removeHandler(installed)
+        root.setLevel(before[0])
+        for name, level in before[1].items():
+            logging.getLogger(name).setLevel(level)
