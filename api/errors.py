@@ -132,7 +132,10 @@ async def _http_error(_: Request, error: Exception) -> JSONResponse:
 
 
 async def _database_unavailable(_: Request, error: Exception) -> JSONResponse:
-    log.error("database unavailable: %s", type(error).__name__)
+    # The driver's own first line says why ("password authentication failed for user …", "database
+    # … does not exist", "Connection refused"); never the statement or its parameters.
+    cause = str(getattr(error, "orig", None) or "").strip().splitlines()
+    log.error("database unavailable: %s%s", type(error).__name__, f": {cause[0][:300]}" if cause else "")
     return error_response(
         503,
         "unavailable",

@@ -65,12 +65,15 @@ def test_an_unexpected_error_is_a_bare_500(app: FastAPI, caplog):
     assert caplog.text.count("secret internals") >= 2  # logged for the operator, each time
 
 
-def test_an_unreachable_database_is_503_with_retry_after(settings, store, executor):
+def test_an_unreachable_database_is_503_with_retry_after(settings, store, executor, caplog):
     database = Database("postgresql+psycopg://nobody@127.0.0.1:1/none", connect_args={"connect_timeout": 1})
     context = ServiceContext(settings, database, store, executor)
     with TestClient(create_app(context=context), raise_server_exceptions=False) as client:
         response = client.get("/v1/experiments")
         assert response.status_code == 503
+        # the operator's log says why, in the driver's words: not only the exception's class
+        assert "database unavailable: OperationalError: connection" in caplog.text
+        assert "refused" in caplog.text.lower()
         assert response.headers["retry-after"] == "5"
         assert response.json()["error"]["type"] == "unavailable"
         ready = client.get("/readyz")
