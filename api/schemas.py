@@ -412,6 +412,9 @@ class ArtifactOut(BaseModel):
 
 class ArtifactList(BaseModel):
     items: list[ArtifactOut]
+    next_cursor: str | None = Field(
+        None, description="The next page's cursor (an experiment's artifacts); null on the last page."
+    )
 
 
 # ------------------------------------------------------------------------------------- health

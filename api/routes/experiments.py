@@ -277,9 +277,17 @@ def experiment_artifacts_route(
     experiment_id: str,
     session: ReadSession,
     principal: CurrentPrincipal,
+    context: Context,
     include_runs: Annotated[bool, Query(description="Also list every run's artifacts.")] = False,
+    limit: Annotated[
+        int | None, Query(ge=1, description="Items per page (default and most: GNI_MAX_PAGE_SIZE).")
+    ] = None,
+    cursor: Cursor = None,
 ) -> ArtifactList:
     check_experiment_owner(session, experiment_id, principal)
     get_experiment(session, experiment_id)
-    artifacts = list_experiment_artifacts(session, experiment_id, include_runs=include_runs)
-    return ArtifactList(items=[ArtifactOut.of(a) for a in artifacts])
+    size = context.settings.max_page_size if limit is None else _page_size(limit, context)
+    page = list_experiment_artifacts(
+        session, experiment_id, include_runs=include_runs, limit=size, cursor=cursor
+    )
+    return ArtifactList(items=[ArtifactOut.of(a) for a in page.items], next_cursor=page.next_cursor)

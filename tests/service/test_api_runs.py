@@ -334,6 +334,44 @@ def test_artifacts_are_listed_and_downloaded_with_their_type(client, session, st
     assert client.get("/v1/artifacts/art_nope/content").status_code == 404
 
 
+def test_an_experiments_artifacts_come_in_pages_its_own_first(client, session, store, finished, tmp_path):
+    experiment_id, runs = finished
+    (tmp_path / "f.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    stored = [
+        store_artifact(
+            session, store, tmp_path / "f.png", name=name, experiment_id=experiment_id, run_id=run_id
+        )
+        for run_id in (None, *(run.id for run in runs))
+        for name in ("b.png", "a.png")
+    ]
+    session.flush()
+    expected = sorted(stored, key=lambda a: (a.run_id or "", a.name, a.id))
+    path = f"/v1/experiments/{experiment_id}/artifacts"
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"include_runs": True, "limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = client.get(path, params=params).json()
+        seen += [a["id"] for a in page["items"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [a.id for a in expected] and pages == -(-len(expected) // 3)
+    assert [
+        a["run_id"] for a in client.get(path, params={"include_runs": True, "limit": 2}).json()["items"]
+    ] == [
+        None,
+        None,
+    ]  # the comparison figures first
+    whole = client.get(path, params={"include_runs": True}).json()  # default: GNI_MAX_PAGE_SIZE a page
+    assert len(whole["items"]) == len(expected) and whole["next_cursor"] is None
+    runs_cursor = client.get(f"/v1/experiments/{experiment_id}/runs", params={"limit": 1}).json()[
+        "next_cursor"
+    ]
+    refused = client.get(path, params={"cursor": runs_cursor})
+    assert refused.status_code == 422 and "cursor" in refused.text
+
+
 def test_cancel_one_run(client, session, tiny_spec):
     experiment_id = client.post("/v1/experiments", json={"base": tiny_spec, "axes": {"seed": [0, 1]}}).json()[
         "id"

@@ -23,14 +23,19 @@ __all__ = ["Artifacts", "AsyncArtifacts"]
 PathLike = str | os.PathLike[str]
 
 
-def list_options(experiment_id: str | None, run_id: str | None, include_runs: bool) -> RequestOptions:
+def list_options(
+    experiment_id: str | None, run_id: str | None, include_runs: bool, cursor: str | None = None
+) -> RequestOptions:
+    """The request of one page (an experiment's list comes in pages: follow ``next_cursor``)."""
     if (experiment_id is None) == (run_id is None):
         raise ValueError("give either experiment_id= or run_id=")
     if run_id is not None:
         return RequestOptions("GET", run_path(run_id, "artifacts"))
     assert experiment_id is not None
-    params = {"include_runs": "true"} if include_runs else None
-    return RequestOptions("GET", experiment_path(experiment_id, "artifacts"), params=params)
+    params = {"include_runs": "true"} if include_runs else {}
+    if cursor is not None:
+        params["cursor"] = cursor
+    return RequestOptions("GET", experiment_path(experiment_id, "artifacts"), params=params or None)
 
 
 def _safe_parts(text: str) -> list[str]:
@@ -132,9 +137,16 @@ class Artifacts:
         kind: str | None = None,
     ) -> builtins.list[Artifact]:
         """A run's artifacts, or an experiment's (its comparison figures; its runs' too with
-        ``include_runs``), optionally of one ``kind``: ``figure``, ``weights``, ``results``, ``metrics``."""
-        data = self._client.request(list_options(experiment_id, run_id, include_runs))
-        return _filter((Artifact.from_dict(a) for a in data["items"]), kind)
+        ``include_runs``), optionally of one ``kind``: ``figure``, ``weights``, ``results``, ``metrics``.
+        Every page: a large sweep's list comes in several."""
+        items: builtins.list[Artifact] = []
+        cursor: str | None = None
+        while True:
+            data = self._client.request(list_options(experiment_id, run_id, include_runs, cursor))
+            items += _filter((Artifact.from_dict(a) for a in data["items"]), kind)
+            cursor = data.get("next_cursor")
+            if cursor is None:
+                return items
 
     def get(self, artifact_id: str) -> Artifact:
         return Artifact.from_dict(self._client.request(RequestOptions("GET", artifact_path(artifact_id))))
@@ -181,8 +193,14 @@ class AsyncArtifacts:
         include_runs: bool = False,
         kind: str | None = None,
     ) -> builtins.list[Artifact]:
-        data = await self._client.request(list_options(experiment_id, run_id, include_runs))
-        return _filter((Artifact.from_dict(a) for a in data["items"]), kind)
+        items: builtins.list[Artifact] = []
+        cursor: str | None = None
+        while True:
+            data = await self._client.request(list_options(experiment_id, run_id, include_runs, cursor))
+            items += _filter((Artifact.from_dict(a) for a in data["items"]), kind)
+            cursor = data.get("next_cursor")
+            if cursor is None:
+                return items
 
     async def get(self, artifact_id: str) -> Artifact:
         return Artifact.from_dict(
