@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import logging.config
+
 from alembic import context
 from sqlalchemy import Connection
 
@@ -10,6 +13,11 @@ from gni_service.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+# `alembic upgrade head` from a shell (compose's migrate step): say which revisions ran, as
+# alembic.ini's loggers ask. A process that configured its logging already (gni serve) keeps it.
+if config.config_file_name is not None and not logging.getLogger().handlers:
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
 def _database_url() -> str:
