@@ -382,6 +382,16 @@ class AggregateOut(BaseModel):
 
 
 # ---------------------------------------------------------------------------------- artifacts
+class ExperimentDeleted(BaseModel):
+    id: str
+    deleted: Literal[True] = True
+    runs: int = Field(description="Runs deleted with it (their metric series too).")
+    artifacts: int = Field(description="Artifact records deleted.")
+    objects_deleted: int = Field(
+        description="Stored objects deleted: those no other record names (a run reused elsewhere keeps its)."
+    )
+
+
 class ArtifactOut(BaseModel):
     id: str
     experiment_id: str

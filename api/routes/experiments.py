@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from api.schemas import (
     ArtifactOut,
     ErrorBody,
     ExperimentCreate,
+    ExperimentDeleted,
     ExperimentOut,
     ExperimentPage,
     ExperimentPlanOut,
@@ -28,6 +30,7 @@ from gni_engine.sweep import SweepSpec
 from gni_service.aggregate import aggregate_runs
 from gni_service.artifacts import list_experiment_artifacts
 from gni_service.auth import check_experiment_owner
+from gni_service.deletion import delete_experiment_records, delete_stored_objects
 from gni_service.experiments import (
     ExperimentQuery,
     cancel_experiment,
@@ -41,6 +44,7 @@ from gni_service.limits import check_active_runs, check_sweep
 from gni_service.models import RunStatus
 from gni_service.runs import RunQuery, list_runs
 
+log = logging.getLogger("api.experiments")
 router = APIRouter(tags=["experiments"])
 NOT_FOUND: dict[int | str, dict[str, object]] = {
     404: {"model": ErrorBody, "description": "No such experiment."}
@@ -200,6 +204,35 @@ def cancel_experiment_route(
     check_experiment_owner(session, experiment_id, principal)
     out = ExperimentOut.of(cancel_experiment(session, experiment_id))
     return idempotency.commit(200, out) or out
+
+
+@router.delete(
+    "/experiments/{experiment_id}",
+    response_model=ExperimentDeleted,
+    responses={
+        **NOT_FOUND,
+        409: {"model": ErrorBody, "description": "Still queued or running, or its figures are being drawn."},
+    },
+    summary="Delete a finished experiment: its runs, metric series, artifact records and unshared objects",
+)
+def delete_experiment_route(
+    experiment_id: str, session: WriteSession, context: Context, principal: CurrentPrincipal
+) -> ExperimentDeleted:
+    check_experiment_owner(session, experiment_id, principal)
+    deleted = delete_experiment_records(session, experiment_id)
+    session.commit()
+    failed = delete_stored_objects(context.store, deleted.orphaned_keys)
+    if failed:
+        log.warning(
+            "experiment %s deleted; %d stored objects left: %s", experiment_id, len(failed), failed[:5]
+        )
+    log.info("deleted experiment %s: %d runs, %d artifacts", experiment_id, deleted.runs, deleted.artifacts)
+    return ExperimentDeleted(
+        id=experiment_id,
+        runs=deleted.runs,
+        artifacts=deleted.artifacts,
+        objects_deleted=len(deleted.orphaned_keys) - len(failed),
+    )
 
 
 @router.get(

@@ -145,6 +145,12 @@ def register(subparsers: Any) -> None:
     cancel.add_argument("id", help="experiment id (or run id)")
     cancel.set_defaults(handler=_entry(handle_cancel))
 
+    remove = subparsers.add_parser(
+        "delete", parents=[common], help="delete a finished experiment with its runs and files"
+    )
+    remove.add_argument("id", help="experiment id")
+    remove.set_defaults(handler=_entry(handle_delete))
+
 
 def _entry(handler: Handler) -> Callable[[argparse.Namespace], int]:
     """A handler with its client, turning every expected failure into a message and an exit code."""
@@ -476,6 +482,18 @@ def handle_cancel(args: argparse.Namespace, client: Client) -> int:
         _json(dict(experiment.raw))
     else:
         print_experiment(experiment)
+    return EXIT_DONE
+
+
+def handle_delete(args: argparse.Namespace, client: Client) -> int:
+    deleted = client.experiments.delete(args.id)
+    if args.json:
+        _json(dict(deleted.raw))
+    else:
+        _out(
+            f"{deleted.id}: deleted {deleted.runs} runs, {deleted.artifacts} artifact records, "
+            f"{deleted.objects_deleted} stored objects"
+        )
     return EXIT_DONE
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "AggregateGroup",
     "Artifact",
     "Experiment",
+    "ExperimentDeleted",
     "ExperimentPlan",
     "MetricSeries",
     "MetricStats",
@@ -147,6 +148,17 @@ class PlannedRun(Model):
     position: int = 0
     coords: dict[str, Any] = field(default_factory=dict)
     spec_hash: str = ""
+
+
+@dataclass(frozen=True)
+class ExperimentDeleted(Model):
+    """What deleting an experiment removed."""
+
+    id: str = ""
+    deleted: bool = True
+    runs: int = 0
+    artifacts: int = 0
+    objects_deleted: int = 0
 
 
 @dataclass(frozen=True)

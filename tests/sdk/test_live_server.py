@@ -117,6 +117,11 @@ def test_cli_round_trip(server, tmp_path, capsys):
     assert "base.noise.sigma: sigma must be finite" in capsys.readouterr().err
     assert cli_main(["status", *base]) == 0
     assert eid in capsys.readouterr().out
+    assert cli_main(["delete", eid, *base]) == 0  # the whole experiment: 2 runs and their files
+    said = capsys.readouterr().out
+    assert said.startswith(f"{eid}: deleted 2 runs, ") and " 0 stored objects" not in said
+    assert cli_main(["status", eid, *base]) == 3  # gone
+    assert cli_main(["delete", eid, *base]) == 3
 
 
 def client_run_ids(server: str, experiment_id: str) -> list[str]:

@@ -57,6 +57,7 @@ def test_the_sdks_types_read_every_field_the_service_answers(tmp_path):
         "StatusCounts": types.StatusCounts,
         "Progress": types.Progress,
         "ExperimentPlanOut": types.ExperimentPlan,
+        "ExperimentDeleted": types.ExperimentDeleted,
         "PlannedRun": types.PlannedRun,
     }
     for name, model in pairs.items():

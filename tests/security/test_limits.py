@@ -103,6 +103,7 @@ def test_runs_that_reuse_results_do_not_count_as_active(sqlite_url, make_app, cl
     from sqlalchemy import func, select
 
     import gni_engine
+    from gni_engine.provenance import engine_fingerprint
     from gni_service.experiments import refresh_experiment
     from gni_service.models import Experiment, Run, RunStatus, utcnow
 
@@ -114,7 +115,10 @@ def test_runs_that_reuse_results_do_not_count_as_active(sqlite_url, make_app, cl
     with handle.database.transaction() as session:  # both runs finish (by hand: no worker here)
         for run in session.scalars(select(Run).where(Run.experiment_id == first.json()["id"])):
             run.status = RunStatus.succeeded
-            run.summary = {"engine_version": gni_engine.__version__}
+            run.summary = {
+                "engine_version": gni_engine.__version__,
+                "engine_fingerprint": engine_fingerprint(),
+            }
             run.started_at = run.finished_at = utcnow()
         session.flush()
         refresh_experiment(session, first.json()["id"])

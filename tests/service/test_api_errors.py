@@ -116,7 +116,7 @@ def test_openapi_documents_every_route_with_error_shapes(client):
     paths = document["paths"]
     expected = {
         "/v1/experiments": {"get", "post"},
-        "/v1/experiments/{experiment_id}": {"get"},
+        "/v1/experiments/{experiment_id}": {"get", "delete"},
         "/v1/experiments/{experiment_id}/cancel": {"post"},
         "/v1/experiments/{experiment_id}/runs": {"get"},
         "/v1/experiments/{experiment_id}/aggregate": {"get"},

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 import gni_engine
 from gni_engine.provenance import engine_fingerprint
@@ -315,3 +315,51 @@ def test_openapi_documents_reuse(client):
         "drawn",
         "failed",
     ]
+
+
+def test_deleting_an_experiment_keeps_the_objects_a_reused_run_still_names(
+    client, session, store, executor, tiny_spec, tmp_path
+):
+    body = {"base": tiny_spec, "axes": {"seed": [0]}}
+    first = client.post("/v1/experiments", json=body).json()
+    refused = client.delete(f"/v1/experiments/{first['id']}")  # queued: a worker may be about to write
+    assert refused.status_code == 409 and "cancel it" in refused.json()["error"]["message"]
+    source = _finished_source(session, store, tmp_path, first["id"], gni_engine.__version__)
+    (tmp_path / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n only the source's")
+    own = store_artifact(
+        session,
+        store,
+        tmp_path / "comparison.png",
+        name="loss_curves.png",
+        experiment_id=first["id"],
+        run_id=None,
+    )
+    session.flush()
+    reused = client.post("/v1/experiments", json={**body, "reuse_results": True}).json()
+    [copy] = client.get(f"/v1/experiments/{reused['id']}/runs").json()["items"]
+    assert copy["reused_from"] == source.id
+
+    session.execute(update(Experiment).where(Experiment.id == first["id"]).values(figures_state="drawing"))
+    session.flush()
+    drawing = client.delete(f"/v1/experiments/{first['id']}")
+    assert drawing.status_code == 409 and "being drawn" in drawing.json()["error"]["message"]
+    session.execute(update(Experiment).where(Experiment.id == first["id"]).values(figures_state="drawn"))
+    session.flush()
+
+    deleted = client.delete(f"/v1/experiments/{first['id']}")
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json() == {
+        "id": first["id"],
+        "deleted": True,
+        "runs": 1,
+        "artifacts": 2,
+        "objects_deleted": 1,
+    }
+    assert client.get(f"/v1/experiments/{first['id']}").status_code == 404
+    assert client.get(f"/v1/runs/{source.id}").status_code == 404
+    assert session.scalar(select(func.count()).where(MetricPoint.run_id == source.id)) == 0
+    assert not (store.root / own.key).exists()  # named by nobody else: gone
+    [shared] = client.get(f"/v1/runs/{copy['id']}/artifacts").json()["items"]  # the reused copy's
+    assert client.get(shared["download_url"]).content == b"weights of " + source.id.encode()
+    assert client.get(f"/v1/runs/{copy['id']}/metrics").json()["series"][0]["steps"] == [0, 10, 20]
+    assert client.delete(f"/v1/experiments/{first['id']}").status_code == 404

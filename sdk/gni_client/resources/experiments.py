@@ -13,7 +13,7 @@ from gni_client._progress import ProgressBar
 from gni_client.pagination import AsyncCursorPage, AsyncPaginator, SyncCursorPage
 from gni_client.resources._paths import experiment_path, join_list
 from gni_client.spec import check_experiment, with_values
-from gni_client.types import Aggregate, Experiment, ExperimentPlan, RunStatus
+from gni_client.types import Aggregate, Experiment, ExperimentDeleted, ExperimentPlan, RunStatus
 
 if TYPE_CHECKING:
     from gni_client._client import AsyncClient, Client
@@ -269,6 +269,12 @@ class Experiments:
         data = self._client.request(options)
         return Experiment.from_dict(data)
 
+    def delete(self, experiment_id: str) -> ExperimentDeleted:
+        """Delete a finished experiment: its runs, metric series and artifacts (objects a run reused
+        elsewhere still names stay). One still queued or running is a ConflictError: cancel it first."""
+        options = RequestOptions("DELETE", experiment_path(experiment_id))
+        return ExperimentDeleted.from_dict(self._client.request(options))
+
     def wait(
         self,
         experiment_id: str,
@@ -421,6 +427,10 @@ class AsyncExperiments:
         )
         data = await self._client.request(options)
         return Experiment.from_dict(data)
+
+    async def delete(self, experiment_id: str) -> ExperimentDeleted:
+        options = RequestOptions("DELETE", experiment_path(experiment_id))
+        return ExperimentDeleted.from_dict(await self._client.request(options))
 
     async def wait(
         self,
