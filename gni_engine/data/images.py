@@ -81,8 +81,8 @@ def read_mnist(root: Path, name: str, split: str) -> tuple[_RawImages, list[Path
     image_path = find_file(
         directories, f"{split}-images-idx3-ubyte", name=name, layout=layout, gzipped_ok=True
     )
-    label_path = find_file(
-        directories, f"{split}-labels-idx1-ubyte", name=name, layout=layout, gzipped_ok=True
+    label_path = find_file(  # beside the images: one copy of the data set, never two mixed
+        [image_path.parent], f"{split}-labels-idx1-ubyte", name=name, layout=layout, gzipped_ok=True
     )
     images, labels = read_idx(image_path), read_idx(label_path)
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
@@ -120,9 +120,10 @@ def read_cifar10(root: Path, split: str) -> tuple[_RawImages, list[Path]]:
     """CIFAR-10's five training batches (``"train"``) or its test batch (``"test"``)."""
     directories = [root / CIFAR_BATCH_DIR, root / "cifar10" / CIFAR_BATCH_DIR]
     filenames = CIFAR_TRAIN_BATCHES if split == "train" else ("test_batch",)
-    paths = [
-        find_file(directories, f, name="cifar10", layout=_layout("cifar10", str(root))) for f in filenames
-    ]
+    layout = _layout("cifar10", str(root))
+    first = find_file(directories, filenames[0], name="cifar10", layout=layout)
+    # The other batches from the same folder: one copy of the data set, never two mixed.
+    paths = [first, *(find_file([first.parent], f, name="cifar10", layout=layout) for f in filenames[1:])]
     batches = [_cifar_batch(path) for path in paths]
     return _RawImages(np.concatenate([b.x for b in batches]), np.concatenate([b.y for b in batches])), paths
 

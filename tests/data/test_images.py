@@ -321,3 +321,21 @@ def test_a_corrupt_compressed_mat_file_is_a_data_error(tmp_path: Path) -> None:
     path.write_bytes(bytes(corrupt))
     with pytest.raises(DataError, match=r"test_32x32\.mat: cannot read \.mat file"):
         build_dataset(image_spec("svhn"), data_dir=tmp_path)
+
+
+def test_images_and_labels_come_from_one_copy_of_the_data_set(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "mnist", gz=False, n_train=3)
+    write_mnist(tmp_path / "MNIST" / "raw", gz=True, n_train=3)  # torchvision's copy, other images
+    (tmp_path / "mnist" / "train-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError) as mixed:  # never mnist/'s images with MNIST/raw's labels
+        build_dataset(image_spec("mnist"), data_dir=tmp_path)
+    assert str(tmp_path / "mnist" / "train-labels-idx1-ubyte") in mixed.value.message
+    batches = write_cifar(tmp_path)
+    other = tmp_path / "cifar10" / "cifar-10-batches-py"
+    other.mkdir(parents=True)
+    for name, batch in batches.items():
+        (other / name).write_bytes(pickle.dumps(batch, protocol=2))
+    (tmp_path / "cifar-10-batches-py" / "data_batch_4").unlink()
+    with pytest.raises(DataError) as partial:
+        build_dataset(image_spec("cifar10"), data_dir=tmp_path)
+    assert str(tmp_path / "cifar-10-batches-py" / "data_batch_4") in partial.value.message
