@@ -125,7 +125,8 @@ def test_a_broker_restarted_empty_loses_no_run_and_runs_none_twice(stack, privat
     client.close()
     pool.start("worker")
     # Three batches (a batch key includes the step count) for one worker: two wait on the broker.
-    experiments = [submit(database, with_steps(steps), SEEDS) for steps in (600, 601, 602)]
+    # Long enough that the first batch is seen training before it ends (progress every 0.2 s).
+    experiments = [submit(database, with_steps(steps), SEEDS) for steps in (3000, 3001, 3002)]
     for _, keys in experiments:
         executor.enqueue(keys)
     wait_progress(database, experiments[0][0], 50)
