@@ -386,9 +386,11 @@ def latest_common(
     """Per run, its checkpoint at the latest step at which every run has a usable one (its own spec,
     and with ``noise`` its device type and noise stream, see :func:`resumable`); all ``None`` if none.
 
+    >>> from gni_engine.provenance import engine_fingerprint
     >>> from gni_engine.spec import RunSpec
     >>> spec = RunSpec()
-    >>> mine = {"spec": spec.model_dump(mode="json")}
+    >>> code = {"engine_version": __version__, "engine_fingerprint": engine_fingerprint()}
+    >>> mine = {"spec": spec.model_dump(mode="json"), **code}
     >>> both = [[{**mine, "step": 5}, {**mine, "step": 3}], [{**mine, "step": 3}]]
     >>> [c and c["step"] for c in latest_common(both, [spec, spec])]
     [3, 3]
