@@ -387,8 +387,11 @@ class ExperimentDeleted(BaseModel):
     deleted: Literal[True] = True
     runs: int = Field(description="Runs deleted with it (their metric series too).")
     artifacts: int = Field(description="Artifact records deleted.")
-    objects_deleted: int = Field(
-        description="Stored objects deleted: those no other record names (a run reused elsewhere keeps its)."
+    objects_to_delete: int = Field(
+        description=(
+            "Stored objects no record names any more (a run reused elsewhere keeps its), checkpoints "
+            "included: deleted in the background after this answer."
+        )
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -174,6 +174,10 @@ def list_experiment_artifacts(
     return Page(items[:limit], encode_cursor(position))
 
 
+# Well under SQLite's 32,766 bound parameters and PostgreSQL's 65,535.
+KEYS_PER_QUERY = 500
+
+
 def delete_artifacts(database: Database, store: ArtifactStore, artifact_ids: Sequence[str]) -> list[str]:
     """Delete artifact records, then each stored object no record names any more; the keys deleted.
 
@@ -184,14 +188,25 @@ def delete_artifacts(database: Database, store: ArtifactStore, artifact_ids: Seq
     Objects are deleted after the commit; one left behind by a failure here is unreferenced garbage,
     never a record without its object.
     """
+    keys: set[str] = set()
     with database.transaction() as session:
-        keys = set(
-            session.scalars(
-                delete(Artifact).where(Artifact.id.in_(list(artifact_ids))).returning(Artifact.key)
+        ids = list(artifact_ids)
+        for start in range(0, len(ids), KEYS_PER_QUERY):
+            chunk = ids[start : start + KEYS_PER_QUERY]
+            keys |= set(
+                session.scalars(delete(Artifact).where(Artifact.id.in_(chunk)).returning(Artifact.key))
             )
-        )
-        still_named = set(session.scalars(select(Artifact.key).where(Artifact.key.in_(keys)).distinct()))
-    orphaned = sorted(keys - still_named)
-    for key in orphaned:
-        store.delete(key)
+        orphaned = unnamed_keys(session, keys)
+    store.delete_many(orphaned)
     return orphaned
+
+
+def unnamed_keys(session: Session, keys: Collection[str]) -> list[str]:
+    """The keys of ``keys`` that no artifact record names (any more), sorted; asked in chunks, so a
+    sweep's hundred thousand keys stay within every database's bound parameters."""
+    ordered = sorted(set(keys))
+    named: set[str] = set()
+    for start in range(0, len(ordered), KEYS_PER_QUERY):
+        chunk = ordered[start : start + KEYS_PER_QUERY]
+        named |= set(session.scalars(select(Artifact.key).where(Artifact.key.in_(chunk)).distinct()))
+    return [key for key in ordered if key not in named]

@@ -96,6 +96,9 @@ def find_reusable(
                 json_string(ENGINE_FINGERPRINT, dialect) == engine_fingerprint,
             )
             .order_by(Run.finished_at.desc(), Run.id)
+            # Held to the commit (PostgreSQL): deleting the source's experiment waits for this
+            # reuse, then finds the copies naming its objects, instead of emptying them under it.
+            .with_for_update(read=True, of=Run)
         )
         if with_figures:
             statement = statement.where(Experiment.run_figures.is_(True))

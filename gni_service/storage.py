@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,10 @@ class ArtifactStore(Protocol):
     def read_bytes(self, key: str) -> bytes: ...
 
     def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        """Delete these objects (missing ones are no error)."""
+        ...
 
     def check(self) -> None:
         """Raise :class:`StorageError` unless the store can be written."""
@@ -120,6 +125,10 @@ class LocalArtifactStore:
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
+
+    def delete_many(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.delete(key)
 
     def check(self) -> None:
         try:

@@ -30,7 +30,7 @@ from gni_engine.sweep import SweepSpec
 from gni_service.aggregate import aggregate_runs
 from gni_service.artifacts import list_experiment_artifacts
 from gni_service.auth import check_experiment_owner
-from gni_service.deletion import delete_experiment_records, delete_stored_objects
+from gni_service.deletion import delete_experiment_records, delete_in_background
 from gni_service.experiments import (
     ExperimentQuery,
     cancel_experiment,
@@ -221,17 +221,14 @@ def delete_experiment_route(
     check_experiment_owner(session, experiment_id, principal)
     deleted = delete_experiment_records(session, experiment_id)
     session.commit()
-    failed = delete_stored_objects(context.store, deleted.orphaned_keys)
-    if failed:
-        log.warning(
-            "experiment %s deleted; %d stored objects left: %s", experiment_id, len(failed), failed[:5]
-        )
-    log.info("deleted experiment %s: %d runs, %d artifacts", experiment_id, deleted.runs, deleted.artifacts)
+    label = f"deleted experiment {experiment_id}"
+    log.info("%s: %d runs, %d artifact records", label, deleted.runs, deleted.artifacts)
+    delete_in_background(context.store, deleted.orphaned_keys, label)  # minutes for a large sweep
     return ExperimentDeleted(
         id=experiment_id,
         runs=deleted.runs,
         artifacts=deleted.artifacts,
-        objects_deleted=len(deleted.orphaned_keys) - len(failed),
+        objects_to_delete=len(deleted.orphaned_keys),
     )
 
 

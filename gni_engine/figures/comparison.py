@@ -162,6 +162,12 @@ def _seeds(groups: list[Group]) -> str:
     return "1 seed" if counts[0] == 1 else f"{counts[0]} seeds"
 
 
+def _layer_names(group: Group) -> list[str]:
+    """The layer-norm series any run of the group recorded, input side first."""
+    names = {name for rows in group.rows for name in metric_names(rows, "layer_norm_")}
+    return sorted(names, key=lambda name: int(name.removeprefix("layer_norm_")))
+
+
 def layer_norms_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     with_norms = [g for g in groups if any(metric_names(r, "layer_norm_") for r in g.rows)]
     if not with_norms:
@@ -169,7 +175,7 @@ def layer_norms_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     fig = new_figure(cols=len(with_norms), height=3.6)
     axes = fig.subplots(1, len(with_norms), sharey=True, squeeze=False)[0]
     for ax, g in zip(axes, with_norms, strict=True):
-        names = metric_names(g.rows[0], "layer_norm_")
+        names = _layer_names(g)
         for name, colour in zip(names, layer_colours(len(names)), strict=True):
             i = int(name.removeprefix("layer_norm_"))
             _band(ax, g.rows, name, colour, f"‖∂h{i + 1}/∂h{i}‖_F")
@@ -177,9 +183,7 @@ def layer_norms_figure(groups: list[Group], out: Path) -> dict[str, Path]:
     axes[0].set_ylabel("layer-to-layer Jacobian norm (batch mean)")
     axes[0].legend(
         fontsize="small",
-        title="input → output"
-        if max(len(metric_names(g.rows[0], "layer_norm_")) for g in with_norms) > 1
-        else None,
+        title="input → output" if max(len(_layer_names(g)) for g in with_norms) > 1 else None,
         title_fontsize="small",
     )
     fig.suptitle(f"Layer-to-layer Jacobian norms over training (band = min–max over {_seeds(with_norms)})")

@@ -32,7 +32,7 @@ def layer_colours(count: int) -> list[str]:
     """Colours for ``count`` layers in order, dark (input side) to light (output side): a sequential
     map, so layers never look like the arms' colours and their order reads from the colour alone."""
     cmap = colormaps["viridis"]
-    positions = np.linspace(0.0, 0.85, count) if count > 1 else np.zeros(1)  # 0.85: no pale yellow
+    positions = np.linspace(0.0, 0.85, count) if count > 1 else np.zeros(count)  # 0.85: no pale yellow
     return [to_hex(cmap(float(p))) for p in positions]
 
 

@@ -24,7 +24,10 @@ INDEX = "ix_runs_finished_at"
 def upgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         with op.get_context().autocommit_block():  # CONCURRENTLY cannot run inside a transaction
-            op.create_index(INDEX, "runs", ["finished_at"], postgresql_concurrently=True, if_not_exists=True)
+            # A build interrupted before (a lock timeout) leaves an invalid index of this name that
+            # IF NOT EXISTS would keep: build it afresh instead.
+            op.drop_index(INDEX, table_name="runs", postgresql_concurrently=True, if_exists=True)
+            op.create_index(INDEX, "runs", ["finished_at"], postgresql_concurrently=True)
     else:
         op.create_index(INDEX, "runs", ["finished_at"])
 

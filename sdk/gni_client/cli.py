@@ -492,7 +492,7 @@ def handle_delete(args: argparse.Namespace, client: Client) -> int:
     else:
         _out(
             f"{deleted.id}: deleted {deleted.runs} runs, {deleted.artifacts} artifact records, "
-            f"{deleted.objects_deleted} stored objects"
+            f"{deleted.objects_to_delete} stored objects to delete"
         )
     return EXIT_DONE
 

@@ -158,7 +158,7 @@ class ExperimentDeleted(Model):
     deleted: bool = True
     runs: int = 0
     artifacts: int = 0
-    objects_deleted: int = 0
+    objects_to_delete: int = 0
 
 
 @dataclass(frozen=True)

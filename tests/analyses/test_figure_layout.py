@@ -21,6 +21,7 @@ import gni_engine.figures.comparison as comparison
 import gni_engine.figures.run as run_module
 from gni_engine.data import build_dataset
 from gni_engine.figures.style import ARM_COLOURS, as_rows, layer_colours, log_if_decades
+from gni_engine.recording import MetricRow
 from gni_engine.spec import RunSpec, parse_run_spec
 from gni_engine.training import train_batch
 
@@ -208,3 +209,19 @@ def test_layer_colours_read_from_input_to_output_and_are_not_arm_colours():
     luminance = [0.2126 * r + 0.7152 * g + 0.0722 * b for r, g, b in (to_rgb(c) for c in colours)]
     assert luminance == sorted(luminance)  # dark at the input, light at the output
     assert layer_colours(1) == colours[:1]
+
+
+def test_layer_norms_of_a_group_whose_first_run_recorded_none_are_drawn():
+    spec = parse_run_spec(REGRESSION)
+    norms = [MetricRow(step, "layer_norm_0", 1.0 + step) for step in (0, 10)]
+    runs = [({"seed": 0}, spec, [], {}), ({"seed": 1}, spec, norms, {})]  # the first: none (failed early)
+    checked = Checked()
+    patch = pytest.MonkeyPatch()
+    patch.setattr(comparison, "save", checked.save)
+    try:
+        comparison.layer_norms_figure(comparison.group_runs(runs), Path("unused"))
+    finally:
+        patch.undo()
+    [figure] = checked.figures.values()
+    assert [line.get_label() for line in figure.axes[0].lines] == ["‖∂h1/∂h0‖_F"]
+    assert layer_colours(0) == []

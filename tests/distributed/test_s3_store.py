@@ -109,3 +109,24 @@ def test_an_unreachable_store_raises_storage_error(bucket_name):
     store = S3ArtifactStore.from_settings(_settings(f"http://127.0.0.1:{free_port()}", bucket_name))
     with pytest.raises(StorageError, match="cannot reach bucket"):
         store.check()
+
+
+def test_delete_many_removes_objects_a_thousand_a_request(store, s3_server, tmp_path, monkeypatch):
+    source = _file(tmp_path / "x.bin", 10)
+    keys = [
+        store.put_file(f"experiments/exp_1/art_{i}.bin", source, "application/octet-stream").key
+        for i in range(5)
+    ]
+    calls: list[int] = []
+    real = store.client.delete_objects
+
+    def counted(**kwargs):
+        calls.append(len(kwargs["Delete"]["Objects"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(store.client, "delete_objects", counted)
+    store.delete_many([*keys[:3], "checkpoints/run_never_written.safetensors"])  # a missing key is fine
+    listed = s3_server.client().list_objects_v2(Bucket=store.bucket).get("Contents", [])
+    assert sorted(o["Key"] for o in listed) == sorted(keys[3:]) and calls == [4]
+    with pytest.raises(StorageError, match="refusing artifact key"):
+        store.delete_many(["../outside"])  # keys are checked before anything is deleted

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from gni_engine.sweep import SweepSpec
 from gni_service.artifacts import delete_artifacts, store_artifact
 from gni_service.db import Database
 from gni_service.executor.batch import BatchContext, execute_batch
+from gni_service.executor.checkpoints import checkpoint_key
 from gni_service.executor.claims import claim_batch
 from gni_service.executor.leases import LeaseReaper
 from gni_service.experiments import create_experiment, get_experiment, refresh_experiment
@@ -346,19 +348,21 @@ def test_deleting_an_experiment_keeps_the_objects_a_reused_run_still_names(
     session.execute(update(Experiment).where(Experiment.id == first["id"]).values(figures_state="drawn"))
     session.flush()
 
+    written = store.put_file(
+        checkpoint_key(source.id), tmp_path / "comparison.png", "application/octet-stream"
+    )
     deleted = client.delete(f"/v1/experiments/{first['id']}")
     assert deleted.status_code == 200, deleted.text
-    assert deleted.json() == {
-        "id": first["id"],
-        "deleted": True,
-        "runs": 1,
-        "artifacts": 2,
-        "objects_deleted": 1,
-    }
+    # the figure only the source named, and the run's two checkpoint slots (one of them written)
+    counts = {"runs": 1, "artifacts": 2, "objects_to_delete": 3}
+    assert deleted.json() == {"id": first["id"], "deleted": True, **counts}
+    deadline = time.monotonic() + 10  # objects go in the background, after the answer
+    while (store.root / own.key).exists() or (store.root / written.key).exists():
+        assert time.monotonic() < deadline, "the objects were not deleted"
+        time.sleep(0.02)
     assert client.get(f"/v1/experiments/{first['id']}").status_code == 404
     assert client.get(f"/v1/runs/{source.id}").status_code == 404
     assert session.scalar(select(func.count()).where(MetricPoint.run_id == source.id)) == 0
-    assert not (store.root / own.key).exists()  # named by nobody else: gone
     [shared] = client.get(f"/v1/runs/{copy['id']}/artifacts").json()["items"]  # the reused copy's
     assert client.get(shared["download_url"]).content == b"weights of " + source.id.encode()
     assert client.get(f"/v1/runs/{copy['id']}/metrics").json()["series"][0]["steps"] == [0, 10, 20]
