@@ -1,9 +1,9 @@
 """Which code, libraries and machine produced a result, and which data files it read.
 
 :func:`engine_fingerprint` identifies the engine's code itself, not only its version number: a
-SHA-256 over every source file of the installed package (``*.py`` and the C kernel), so two
-installations with edited code never pass for one another, whatever ``__version__`` says. Results,
-checkpoints and the service's result reuse carry it.
+SHA-256 over every source file of the installed package (Python, the C kernel, the presets' YAML),
+so two installations with edited code never pass for one another, whatever ``__version__`` says.
+Results, checkpoints and the service's result reuse carry it.
 
 >>> len(engine_fingerprint()) == 16 and engine_fingerprint() == engine_fingerprint()
 True

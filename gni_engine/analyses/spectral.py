@@ -22,7 +22,7 @@ import torch
 FFT_CHUNK_ROWS = 16
 
 
-def rfft_per_row(values: torch.Tensor) -> torch.Tensor:
+def rfft_batch_invariant(values: torch.Tensor) -> torch.Tensor:
     """``torch.fft.rfft`` over the last axis, each row's bits its own: (…, n) → (…, n//2 + 1).
 
     A batched FFT takes vectorised paths whose rounding depends on how many rows there are (a
@@ -50,7 +50,7 @@ def spectrum(values: torch.Tensor) -> torch.Tensor:
     Bin ω holds :math:`|c_\omega|`, the amplitude per unit of frequency ω (cycles per unit length).
     """
     n = values.shape[-1]
-    amplitudes: torch.Tensor = rfft_per_row(values).abs()[..., : n // 2] / n
+    amplitudes: torch.Tensor = rfft_batch_invariant(values).abs()[..., : n // 2] / n
     return amplitudes
 
 
@@ -94,7 +94,7 @@ def derivative_energy_spectrum(values: torch.Tensor) -> torch.Tensor:
     (πn)²|c|²/2).
     """
     n = values.shape[-1]
-    c = rfft_per_row(values) / n  # (…, n//2 + 1)
+    c = rfft_batch_invariant(values) / n  # (…, n//2 + 1)
     omega = torch.arange(c.shape[-1], dtype=values.dtype, device=values.device)
     weight = torch.full_like(omega, 2.0)
     weight[0] = 1.0
